@@ -1,0 +1,168 @@
+"""``create_app(profiles)``: assemble the enabled plugins into one Litestar application.
+
+What a process mounts depends on its profiles (see ``profiles/``): the api profile serves
+plugin HTTP routes under ``/api/v1/<plugin>``, realtime serves ``/ws/<plugin>``, worker runs
+event consumers, scheduler runs scheduled jobs. Every profile answers ``/healthz``,
+``/readyz`` and ``/metrics`` so the supervisor and Caddy can watch it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import Sequence
+
+from litestar import Litestar, Router, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import Response
+
+from profiles import PROFILES, Profile, parse_profiles
+from sygmax import __version__
+from sygmax.auth.routes import kernel_api_handlers
+from sygmax.auth.tokens import Actor, provide_actor
+from sygmax.config import Settings, load_settings
+from sygmax.errors import EXCEPTION_HANDLERS, problem_response
+from sygmax.kernel import Kernel
+from sygmax.openapi import add_problem_responses
+from sygmax.observability import ObservabilityMiddleware, configure_logging, metrics_payload
+from sygmax.plugins import Plugin, discover_plugins, order_plugins
+from sygmax.ratelimit import RateLimiter, RateLimitMiddleware
+from sygmax.runtime import start_consumers, start_scheduler
+from sygmax.storage.routes import storage_routes
+
+
+def load_configuration(installed: dict[str, Plugin] | None = None) -> tuple[Settings, dict[str, Plugin]]:
+    """Validate config (plugin sections included) and pick the enabled plugins, in dependency order."""
+    installed = discover_plugins() if installed is None else installed
+    sections = {name: plugin.settings for name, plugin in installed.items() if plugin.settings is not None}
+    settings = load_settings(plugin_sections=sections)
+    enabled = {name: plugin for name, plugin in installed.items() if settings.plugins.is_enabled(name)}
+    unknown = [name for name in (*settings.plugins.enabled, *settings.plugins.disabled) if name not in installed]
+    if unknown:
+        from sygmax.config import ConfigError
+
+        raise ConfigError(settings.source, [("plugins", f"unknown plugin(s) {', '.join(unknown)}; "
+                                                         f"installed: {', '.join(sorted(installed)) or 'none'}")])
+    ordered = order_plugins(enabled)
+    return settings, {plugin.name: plugin for plugin in ordered}
+
+
+@get("/healthz", tags=["health"], summary="Liveness: the process is up", cache=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["health"], summary="Readiness: database, Redis and storage reachable", cache=False)
+async def readyz(state: State) -> Response[dict]:
+    checks = await state.kernel.readiness()
+    failed = [name for name, result in checks.items() if not result["ok"]]
+    if failed:
+        return problem_response(503, "not-ready", f"not ready: {', '.join(failed)} unavailable",
+                                checks=checks, failed=failed)
+    return Response({"status": "ready", "checks": checks})
+
+
+@get("/metrics", tags=["health"], summary="Prometheus metrics", media_type="text/plain", cache=False,
+     include_in_schema=True)
+async def metrics(state: State) -> Response[bytes]:
+    await state.kernel.refresh_gauges()
+    payload, content_type = metrics_payload()
+    return Response(payload, media_type=content_type)
+
+
+def provide_kernel(state: State) -> Kernel:
+    return state.kernel
+
+
+def _plugin_routers(plugins: dict[str, Plugin], profiles: Sequence[Profile]) -> list[Router]:
+    routers = []
+    serve_http = any(profile.http_routes for profile in profiles)
+    serve_ws = any(profile.websocket_routes for profile in profiles)
+    for plugin in plugins.values():
+        if serve_http and plugin.http_handlers:
+            routers.append(Router(path=f"/api/v1/{plugin.name}", route_handlers=list(plugin.http_handlers),
+                                  tags=[plugin.name]))
+        if serve_ws and plugin.websocket_handlers:
+            routers.append(Router(path=f"/ws/{plugin.name}", route_handlers=list(plugin.websocket_handlers)))
+    return routers
+
+
+def create_app(
+    profiles: str | Sequence[Profile] = "api",
+    settings: Settings | None = None,
+    plugins: dict[str, Plugin] | None = None,
+) -> Litestar:
+    """Build the application for ``profiles``. Tests pass ``settings`` and ``plugins`` directly."""
+    if isinstance(profiles, str):
+        profiles = parse_profiles(profiles)
+    if settings is None or plugins is None:
+        loaded_settings, loaded_plugins = load_configuration(plugins)
+        settings = settings or loaded_settings
+        plugins = loaded_plugins if plugins is None else plugins
+    configure_logging(settings.log)
+    kernel = Kernel.build(settings, plugins)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        await kernel.start()
+        if any(profile.consumers for profile in profiles):
+            start_consumers(kernel)
+        if any(profile.schedules for profile in profiles):
+            start_scheduler(kernel)
+        for plugin in plugins.values():
+            for hook in plugin.on_startup:
+                await hook(kernel)
+        try:
+            yield
+        finally:
+            for plugin in reversed(list(plugins.values())):
+                for hook in plugin.on_shutdown:
+                    await hook(kernel)
+            await kernel.stop()
+
+    handlers: list = [healthz, readyz, metrics]
+    if any(profile.http_routes for profile in profiles):
+        handlers += [*kernel_api_handlers(), *storage_routes(kernel.storage)]
+    handlers += _plugin_routers(plugins, profiles)
+
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False),
+                      "actor": Provide(provide_actor)},
+        signature_namespace={"Kernel": Kernel, "Actor": Actor},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        state=State({"kernel": kernel, "profiles": [profile.name for profile in profiles]}),
+        request_max_body_size=settings.server.max_request_body,
+        openapi_config=OpenAPIConfig(
+            title="Sygmax API",
+            version=__version__,
+            path="/api/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer",
+                                         description="Personal API token (syg_...) or access token"),
+            }),
+        ),
+        debug=False,
+    )
+    # Wrap Litestar's outermost handler (where it mounts CORS itself) so unrouted requests
+    # are rate-limited, counted and logged like every other request.
+    handler = app.asgi_handler
+    if settings.rate_limit.enabled:
+        handler = RateLimitMiddleware(handler, RateLimiter(kernel.redis), settings.rate_limit.per_ip_per_minute)
+    app.asgi_handler = ObservabilityMiddleware(handler, access_log=settings.log.access_log)
+    add_problem_responses(app)
+    return app
+
+
+def app_from_environment() -> Litestar:
+    """ASGI factory for the server processes: profiles come from ``SYGMAX_PROFILES``."""
+    return create_app(os.environ.get("SYGMAX_PROFILES", "api"))
+
+
+__all__ = ["create_app", "app_from_environment", "load_configuration", "PROFILES"]

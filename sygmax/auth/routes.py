@@ -1,0 +1,32 @@
+"""Kernel HTTP routes of the identity core."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from litestar import get
+
+from sygmax.auth.tokens import CurrentActor
+from sygmax.kernel import Kernel, KernelDep
+
+
+class UserOut(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    is_admin: bool
+
+
+@get("/api/v1/users/me", tags=["users"], summary="The authenticated user", security=[{"bearer": []}])
+async def users_me(actor: CurrentActor, kernel: KernelDep) -> UserOut:
+    # Read fresh from the database rather than echoing the token lookup: the profile may
+    # have changed since, and this is the reference authenticated DB-backed read.
+    row = await kernel.db.pool.fetchrow(
+        "SELECT id, email, display_name, is_admin FROM sygmax_user WHERE id = $1", actor.user_id
+    )
+    return UserOut(row["id"], row["email"], row["display_name"], row["is_admin"])
+
+
+def kernel_api_handlers() -> list:
+    return [users_me]

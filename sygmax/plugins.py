@@ -1,0 +1,145 @@
+"""The plugin contract: what a module contributes and how the kernel finds it.
+
+A module is a package under ``plugins/`` whose ``plugin.py`` builds one :class:`Plugin` and
+registers it in the ``sygmax.plugins`` entry-point group::
+
+    [project.entry-points."sygmax.plugins"]
+    chats = "plugins.chats.plugin:plugin"
+
+The kernel mounts ``http_handlers`` under ``/api/v1/<name>`` and ``websocket_handlers``
+under ``/ws/<name>``; binds ``tables`` to the pooled engine; applies ``migrations`` (a
+directory of append-only ``NNNN_description.sql`` files) after those of ``depends_on``;
+runs ``consumers`` in the worker profile and ``schedules`` in the scheduler profile;
+validates ``settings`` as the ``[<name>]`` config section. Plugins reach the kernel's
+services (database, Redis, bus, fan-out, storage, settings) through the ``kernel``
+dependency that every handler can ask for, never by importing one another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+
+if TYPE_CHECKING:
+    from piccolo.table import Table
+
+    from sygmax.config import Section
+    from sygmax.events.bus import Event
+    from sygmax.kernel import Kernel
+
+ENTRY_POINT_GROUP = "sygmax.plugins"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+RESERVED_NAMES = frozenset({"kernel", "auth", "users", "storage", "healthz", "readyz", "metrics", "plugins"})
+
+
+@dataclass(frozen=True)
+class Permission:
+    """A permission a plugin declares, e.g. ``Permission("chats.post", "Post messages")``."""
+
+    code: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """An event-bus consumer run by the worker profile; the consumer group is ``<plugin>.<name>``."""
+
+    name: str
+    handlers: dict[type["Event"], Callable[["Kernel", Any], Awaitable[None]]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A job for the scheduler profile: every ``seconds`` or on a ``cron`` expression (5 fields)."""
+
+    name: str
+    job: Callable[["Kernel"], Awaitable[None]]
+    seconds: float | None = None
+    cron: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.seconds is None) == (self.cron is None):
+            raise ValueError(f"schedule {self.name}: give exactly one of seconds or cron")
+
+
+@dataclass(frozen=True)
+class UIPage:
+    """A page the web UI shell lists in its sidebar."""
+
+    path: str
+    title: str
+    icon: str = ""
+
+
+@dataclass
+class Plugin:
+    name: str
+    version: str = "1"
+    description: str = ""
+    depends_on: Sequence[str] = ()
+    http_handlers: Sequence[Any] = ()
+    websocket_handlers: Sequence[Any] = ()
+    tables: Sequence[type["Table"]] = ()
+    migrations: Path | None = None
+    consumers: Sequence[ConsumerSpec] = ()
+    schedules: Sequence[Schedule] = ()
+    permissions: Sequence[Permission] = ()
+    settings: type["Section"] | None = None
+    ui_pages: Sequence[UIPage] = ()
+    on_startup: Sequence[Callable[["Kernel"], Awaitable[None]]] = field(default_factory=tuple)
+    on_shutdown: Sequence[Callable[["Kernel"], Awaitable[None]]] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name) or self.name in RESERVED_NAMES:
+            raise PluginError(f"plugin name {self.name!r} must match {_NAME.pattern} and not be reserved")
+        for permission in self.permissions:
+            if not permission.code.startswith(self.name + "."):
+                raise PluginError(f"plugin {self.name}: permission {permission.code!r} must start with '{self.name}.'")
+        if self.migrations is not None and not Path(self.migrations).is_dir():
+            raise PluginError(f"plugin {self.name}: migrations directory {self.migrations} does not exist")
+
+
+class PluginError(Exception):
+    """A plugin is malformed, missing or its dependencies cannot be satisfied."""
+
+
+def discover_plugins() -> dict[str, Plugin]:
+    """Load every plugin registered in the ``sygmax.plugins`` entry-point group."""
+    found: dict[str, Plugin] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            plugin = entry.load()
+        except Exception as exc:  # a broken plugin must name itself, not crash with a bare traceback
+            raise PluginError(f"plugin {entry.name} ({entry.value}) failed to load: {exc}") from exc
+        if not isinstance(plugin, Plugin):
+            raise PluginError(f"entry point {entry.name} ({entry.value}) is not a sygmax Plugin")
+        if plugin.name != entry.name:
+            raise PluginError(f"entry point {entry.name} names a plugin called {plugin.name}")
+        found[plugin.name] = plugin
+    return found
+
+
+def order_plugins(plugins: dict[str, Plugin]) -> list[Plugin]:
+    """Topological order by ``depends_on`` (ties broken by name) so migrations run after their dependencies."""
+    ordered: list[Plugin] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise PluginError(f"plugin dependency cycle: {' -> '.join((*chain, name))}")
+        if name not in plugins:
+            raise PluginError(f"plugin {chain[-1]} depends on {name}, which is not installed or not enabled")
+        state[name] = "visiting"
+        for dependency in sorted(plugins[name].depends_on):
+            visit(dependency, (*chain, name))
+        state[name] = "done"
+        ordered.append(plugins[name])
+
+    for name in sorted(plugins):
+        visit(name, ())
+    return ordered
