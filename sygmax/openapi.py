@@ -33,6 +33,7 @@ PROBLEM_SCHEMA = Schema(
 _DESCRIPTIONS = {
     "400": "Malformed or invalid input",
     "401": "Missing, malformed, expired or revoked credentials",
+    "403": "Authenticated, but not allowed",
     "404": "No such object, or not visible to the caller",
     "413": "Request body too large",
     "429": "Rate limit exceeded; see Retry-After",
@@ -68,6 +69,7 @@ def add_problem_responses(app: Litestar) -> None:
             if path == "/readyz":
                 codes.append("503")
             responses = operation.responses or {}
+            codes += [code for code in responses if code in _DESCRIPTIONS]  # declared by the handler
             for code in codes:
                 responses[code] = _problem(code)  # replaces Litestar's generic 400 body
             operation.responses = responses

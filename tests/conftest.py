@@ -24,7 +24,7 @@ TEMPLATE_DB = "sygmax_template"
 _counter = itertools.count()
 
 
-def test_environ(database_url: str, redis_url: str, storage_dir: Path, **overrides: str) -> dict[str, str]:
+def service_environ(database_url: str, redis_url: str, storage_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment a test process runs with: real servers, local storage, no rate limit."""
     environ = {
         "SYGMAX_DATABASE_URL": database_url,
@@ -81,7 +81,7 @@ def redis_url(redis_server):
 
 @pytest.fixture
 def environ(database_url, redis_url, tmp_path) -> dict[str, str]:
-    return test_environ(database_url, redis_url, tmp_path / "objects")
+    return service_environ(database_url, redis_url, tmp_path / "objects")
 
 
 @pytest.fixture

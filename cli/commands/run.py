@@ -24,14 +24,16 @@ def run(
         chosen = parse_profiles(profiles)
     except UnknownProfile as exc:
         fail(str(exc), EXIT_CONFIG)
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Server workers are separate processes: each writes its samples here and /metrics
+        # on any of them reports the sum. Set before anything imports prometheus_client,
+        # which picks its storage when first imported.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sygmax-metrics-")
     settings, _ = load_or_fail()
     host = host or settings.server.host
     port = port or settings.server.port
     workers = workers or settings.server.workers
     os.environ["SYGMAX_PROFILES"] = ",".join(profile.name for profile in chosen)
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Each worker writes its samples here; /metrics on any worker reports the sum.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sygmax-metrics-")
     if settings.server.asgi_server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops

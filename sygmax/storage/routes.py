@@ -10,6 +10,8 @@ from typing import Any
 
 from litestar import Request, get, put
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery
 from litestar.response import Response, Stream
 
 from sygmax.errors import problem_response
@@ -20,22 +22,17 @@ ROUTE = OBJECTS_PATH + "{key:path}"
 _OPT = {"exclude_from_auth": True, "exclude_from_csrf": True}
 
 
-def _key(request: Request[Any, Any, Any]) -> str:
-    """The key comes from ``path_params``: handler-parameter syntax for paths differs across Litestar 2.x."""
-    return str(request.path_params["key"]).removeprefix("/")
+# The 403 body is documented as a problem by sygmax.openapi like every other error.
+_SIGNED = {403: ResponseSpec(data_container=None, description="Missing, invalid or expired signature")}
 
 
 def _refusal(
-    store: LocalObjectStore, request: Request[Any, Any, Any], method: str, key: str
+    store: LocalObjectStore, request: Request[Any, Any, Any], method: str, key: str,
+    signed_method: str | None, expires: str | None, signature: str | None,
 ) -> Response[Any] | None:
     """A 403 problem unless the query carries an unexpired signature for this method and key."""
-    query = request.query_params
-    try:
-        expires = int(query.get("expires", ""))
-    except ValueError:
-        expires = -1
-    signature = query.get("signature", "")
-    if query.get("method") != method or not store.verify(method, key, expires, signature):
+    expiry = int(expires) if expires and expires.isdigit() and len(expires) < 12 else -1
+    if signed_method != method or not store.verify(method, key.removeprefix("/"), expiry, signature or ""):
         return problem_response(403, "forbidden", "missing, invalid or expired storage signature", request)
     return None
 
@@ -45,11 +42,15 @@ def storage_routes(store: ObjectStore) -> list[HTTPRouteHandler]:
     if not isinstance(store, LocalObjectStore):
         return []
 
-    @get(ROUTE, opt=_OPT, name="storage:download", include_in_schema=False)
-    async def download(request: Request[Any, Any, Any]) -> Response[Any]:
-        key = _key(request)
-        if (refusal := _refusal(store, request, "GET", key)) is not None:
+    @get(ROUTE, opt=_OPT, name="storage:download", tags=["storage"], responses=_SIGNED,
+         summary="Download an object through a presigned URL")
+    async def download(
+        request: Request[Any, Any, Any], key: FromPath[str], method: FromQuery[str | None] = None,
+        expires: FromQuery[str | None] = None, signature: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        if (refusal := _refusal(store, request, "GET", key, method, expires, signature)) is not None:
             return refusal
+        key = key.removeprefix("/")
         try:
             info = await store.stat(key)
         except ObjectNotFound:
@@ -60,11 +61,15 @@ def storage_routes(store: ObjectStore) -> list[HTTPRouteHandler]:
             headers={"content-length": str(info.size), "etag": f'"{info.etag}"'},
         )
 
-    @put(ROUTE, opt=_OPT, name="storage:upload", include_in_schema=False, request_max_body_size=None)
-    async def upload(request: Request[Any, Any, Any]) -> Response[Any]:
-        key = _key(request)
-        if (refusal := _refusal(store, request, "PUT", key)) is not None:
+    @put(ROUTE, opt=_OPT, name="storage:upload", tags=["storage"], responses=_SIGNED,
+         summary="Upload an object through a presigned URL", request_max_body_size=None)
+    async def upload(
+        request: Request[Any, Any, Any], key: FromPath[str], method: FromQuery[str | None] = None,
+        expires: FromQuery[str | None] = None, signature: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        if (refusal := _refusal(store, request, "PUT", key, method, expires, signature)) is not None:
             return refusal
+        key = key.removeprefix("/")
         length = request.headers.get("content-length")
         try:
             info = await store.put(
