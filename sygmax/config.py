@@ -160,6 +160,60 @@ class RateLimitSettings(Section):
     per_ip_per_minute: int = Field(1000, ge=1)
 
 
+class AuthSettings(Section):
+    """Accounts, sessions and tokens (identity core)."""
+
+    registration: Literal["open", "invite", "closed"] = "invite"
+    access_token_ttl_s: int = Field(900, ge=60, le=86400)
+    refresh_token_ttl_s: int = Field(30 * 86400, ge=3600)
+    keys_dir: str = Field("/var/lib/sygmax/keys", description="JWT signing keys (generated at install)")
+    issuer: str = "sygmax"
+    cookie_secure: bool = True
+    login_failures_before_lockout: int = Field(10, ge=3)
+    lockout_s: int = Field(900, ge=10)
+    login_per_ip_per_minute: int = Field(20, ge=1)
+    verification_link_ttl_s: int = Field(86400, ge=300)
+    reset_link_ttl_s: int = Field(3600, ge=300)
+
+
+class SmtpSettings(Section):
+    """Relay for outgoing mail (verification links, invitations, digests)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    use_tls: bool = False
+    sender: str = "Sygmax <sygmax@localhost>"
+    timeout_s: float = Field(10, gt=0)
+
+
+class OidcProvider(Section):
+    """One OpenID Connect (or OAuth2) login provider."""
+
+    title: str
+    issuer: str = Field(description="e.g. https://keycloak.example.org/realms/main")
+    client_id: str
+    client_secret: str = ""
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    # Plain OAuth2 providers without discovery (GitHub) set their endpoints explicitly.
+    authorization_endpoint: str = ""
+    token_endpoint: str = ""
+    userinfo_endpoint: str = ""
+
+
+class OidcSettings(Section):
+    providers: dict[str, OidcProvider] = Field(default_factory=dict)
+    allow_insecure_http: bool = Field(False, description="tests and labs only: accept http:// issuers")
+
+
+class CorsSettings(Section):
+    allow_origins: list[str] = Field(default_factory=list, description="exact origins; empty: same-origin only")
+    allow_credentials: bool = True
+    max_age_s: int = Field(600, ge=0)
+
+
 class PluginSettings(Section):
     """Which plugins run. ``enabled`` empty means every installed plugin not in ``disabled``."""
 
@@ -180,6 +234,10 @@ KERNEL_SECTIONS: dict[str, type[Section]] = {
     "events": EventSettings,
     "log": LogSettings,
     "rate_limit": RateLimitSettings,
+    "auth": AuthSettings,
+    "smtp": SmtpSettings,
+    "oidc": OidcSettings,
+    "cors": CorsSettings,
     "plugins": PluginSettings,
 }
 
@@ -209,6 +267,10 @@ class Settings:
     events: EventSettings
     log: LogSettings
     rate_limit: RateLimitSettings
+    auth: AuthSettings
+    smtp: SmtpSettings
+    oidc: OidcSettings
+    cors: CorsSettings
     plugins: PluginSettings
     plugin_sections: Mapping[str, Section]
     source: str

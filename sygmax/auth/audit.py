@@ -30,6 +30,12 @@ class Source:
     request_id: str | None = None
 
 
+def source_of(connection) -> Source:
+    """The Source of a Litestar request or WebSocket (client IP as seen by the app, request id)."""
+    client = connection.scope.get("client")
+    return Source(client[0] if client else None, connection.scope.get("state", {}).get("request_id"))
+
+
 def _canonical(seq: int, at: datetime, actor_id, action: str, object_type: str, object_id, workspace_id,
                source_ip, request_id, details: dict) -> bytes:
     return json.dumps(
