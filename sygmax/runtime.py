@@ -43,7 +43,9 @@ return 0
 
 
 def process_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Stable across restarts under supervisord (which names each program, e.g. sygmax-worker-1),
+    so a consumer group's member list does not grow with every restart."""
+    return f"{socket.gethostname()}-{os.environ.get('SUPERVISOR_PROCESS_NAME') or os.getpid()}"
 
 
 def _counted(kernel: "Kernel", group: str, handler):
