@@ -43,9 +43,10 @@ return 0
 
 
 def process_name() -> str:
-    """Stable across restarts under supervisord (which names each program, e.g. sygmax-worker-1),
-    so a consumer group's member list does not grow with every restart."""
-    return f"{socket.gethostname()}-{os.environ.get('SUPERVISOR_PROCESS_NAME') or os.getpid()}"
+    """Unique among live processes (several server workers may share one supervisor program),
+    readable in XINFO CONSUMERS: host, supervisor program (e.g. sygmax-worker-1), pid."""
+    program = os.environ.get("SUPERVISOR_PROCESS_NAME")
+    return "-".join(part for part in (socket.gethostname(), program, str(os.getpid())) if part)
 
 
 def _counted(kernel: "Kernel", group: str, handler):
