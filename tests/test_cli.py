@@ -11,6 +11,15 @@ from sygmax import __version__
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _process_environment_restored(monkeypatch):
+    """`sygmax run` exports variables for its server workers; keep them out of the test process."""
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "SYGMAX_PROFILES", "_SYGMAX_SERVER_PID"):
+        monkeypatch.setenv(name, "")  # recorded, so monkeypatch restores the original (absent) state
+        monkeypatch.delenv(name)
+    yield
+
+
 def invoke(args: list[str], env: dict[str, str]):
     return runner.invoke(app, args, env=env)
 

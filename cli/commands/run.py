@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import typer
@@ -24,16 +26,19 @@ def run(
         chosen = parse_profiles(profiles)
     except UnknownProfile as exc:
         fail(str(exc), EXIT_CONFIG)
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Server workers are separate processes: each writes its samples here and /metrics
-        # on any of them reports the sum. Set before anything imports prometheus_client,
-        # which picks its storage when first imported.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sygmax-metrics-")
+    # Server workers are separate processes: each writes its samples into this directory and
+    # /metrics on any of them reports the sum. Always a fresh one: samples left by an earlier
+    # run (or inherited from a parent's environment) would be summed in. Set before anything
+    # imports prometheus_client, which picks its storage when first imported.
+    metrics_dir = tempfile.mkdtemp(prefix="sygmax-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     settings, _ = load_or_fail()
     host = host or settings.server.host
     port = port or settings.server.port
     workers = workers or settings.server.workers
     os.environ["SYGMAX_PROFILES"] = ",".join(profile.name for profile in chosen)
+    os.environ["_SYGMAX_SERVER_PID"] = str(os.getpid())  # workers exit with this process (sygmax.app)
     if settings.server.asgi_server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops
