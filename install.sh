@@ -47,15 +47,20 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 [ -f "$SOURCE/pyproject.toml" ] || die "run install.sh from a Sygmax checkout ($SOURCE has no pyproject.toml)"
 
-PYTHON=python3
-if [ "${ID}:${VERSION_ID}" = "ubuntu:22.04" ]; then PYTHON=python3.11; fi
+PYPKG=python3
+if [ "${ID}:${VERSION_ID}" = "ubuntu:22.04" ]; then PYPKG=python3.11; fi
+# The distribution's Python, not whatever is first on PATH: the node's processes run as the
+# unprivileged `sygmax` user, which must be able to execute the venv's interpreter (a pyenv
+# build under /root is not).
+PYTHON=/usr/bin/$PYPKG
 
 # 2. System packages.
 if [ "$APT" = 1 ]; then
   say "Installing system packages"
-  packages=(ca-certificates "$PYTHON" "$PYTHON-venv" "$PYTHON-dev" build-essential
-            postgresql redis-server supervisor util-linux)
-  # Wanted by later modules (reverse proxy, thumbnails, audio); not every release ships them.
+  packages=(ca-certificates "$PYPKG" "$PYPKG-venv" "$PYPKG-dev" build-essential
+            postgresql redis-server supervisor util-linux python3-apt)
+  # Caddy (the reverse proxy `sygmax install` sets up) is in Debian 12 and Ubuntu 24.04; on
+  # Ubuntu 22.04 add Caddy's own apt repository first. libvips and ffmpeg serve later modules.
   optional=(caddy libvips42 ffmpeg)
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q

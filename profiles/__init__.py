@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Appliance port layout on one node (see docs/operator-guide.md): each profile owns a block
+# of MAX_PROCESSES_PER_PROFILE ports from base_port; the services follow the last block.
+MAX_PROCESSES_PER_PROFILE = 20
+SERVICE_PORT_OFFSETS = {"postgresql": 80, "redis": 81, "caddy_admin": 82}
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -18,17 +23,32 @@ class Profile:
     schedules: bool = False          # scheduled jobs (one leader cluster-wide)
     default_processes: int = 1       # on a small single-node host
     extra: str | None = None         # pip extra the profile needs installed
+    port_offset: int = 0             # appliance: process N listens on base_port + port_offset + N - 1
+    max_processes: int = MAX_PROCESSES_PER_PROFILE
+    behind_proxy: str | None = None  # appliance: Caddy route kind ("http" or "websocket"), None: internal
+
+    def port(self, base_port: int, number: int) -> int:
+        """Loopback port of process ``number`` (1-based) of this profile on a node."""
+        if not 1 <= number <= self.max_processes:
+            raise ValueError(f"{self.name}: process number {number} outside 1..{self.max_processes}")
+        return base_port + self.port_offset + number - 1
+
+    def program(self, number: int) -> str:
+        """Supervisor program name of process ``number``: ``sygmax-api-1``."""
+        return f"sygmax-{self.name}-{number}"
 
 
 PROFILES: dict[str, Profile] = {
     profile.name: profile
     for profile in (
         Profile("api", "HTTP API and web UI; stateless, N per node behind Caddy", http_routes=True,
-                default_processes=2),
-        Profile("realtime", "WebSocket connections; fan-out from Redis pub/sub", websocket_routes=True),
-        Profile("worker", "Event-bus consumers: notifications, AI jobs, media, automation", consumers=True),
+                default_processes=2, port_offset=0, behind_proxy="http"),
+        Profile("realtime", "WebSocket connections; fan-out from Redis pub/sub", websocket_routes=True,
+                port_offset=20, behind_proxy="websocket"),
+        Profile("worker", "Event-bus consumers: notifications, AI jobs, media, automation", consumers=True,
+                port_offset=40),
         Profile("scheduler", "Scheduled jobs (feed polling, digests, backups); one active leader",
-                schedules=True),
+                schedules=True, port_offset=60),
     )
 }
 
