@@ -23,14 +23,14 @@ from litestar.response import Response
 from profiles import PROFILES, Profile, parse_profiles
 from sygmax import __version__
 from sygmax.auth.routes import kernel_api_handlers
-from sygmax.auth.tokens import Actor, provide_actor
+from sygmax.auth.tokens import Actor
 from sygmax.config import Settings, load_settings
 from sygmax.errors import EXCEPTION_HANDLERS, problem_response
 from sygmax.kernel import Kernel
 from sygmax.openapi import add_problem_responses
 from sygmax.observability import ObservabilityMiddleware, configure_logging, metrics_payload
 from sygmax.plugins import Plugin, discover_plugins, order_plugins
-from sygmax.ratelimit import RateLimiter, RateLimitMiddleware
+from sygmax.gateway import Gateway
 from sygmax.runtime import start_consumers, start_scheduler
 from sygmax.storage.routes import storage_routes
 
@@ -86,6 +86,9 @@ def _plugin_routers(plugins: dict[str, Plugin], profiles: Sequence[Profile]) -> 
         if serve_http and plugin.http_handlers:
             routers.append(Router(path=f"/api/v1/{plugin.name}", route_handlers=list(plugin.http_handlers),
                                   tags=[plugin.name]))
+        for version, version_handlers in plugin.versioned_handlers.items() if serve_http else ():
+            routers.append(Router(path=f"/api/{version}/{plugin.name}", route_handlers=list(version_handlers),
+                                  tags=[plugin.name]))
         if serve_ws and plugin.websocket_handlers:
             routers.append(Router(path=f"/ws/{plugin.name}", route_handlers=list(plugin.websocket_handlers)))
     return routers
@@ -124,15 +127,17 @@ def create_app(
                     await hook(kernel)
             await kernel.stop()
 
+    gateway = Gateway(settings, kernel)
     handlers: list = [healthz, readyz, metrics]
     if any(profile.http_routes for profile in profiles):
-        handlers += [*kernel_api_handlers(), *storage_routes(kernel.storage)]
+        handlers += [*kernel_api_handlers(), *gateway.handlers(), *storage_routes(kernel.storage)]
     handlers += _plugin_routers(plugins, profiles)
 
     app = Litestar(
         route_handlers=handlers,
-        dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False),
-                      "actor": Provide(provide_actor)},
+        dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False), **gateway.dependencies()},
+        before_request=gateway.before_request,
+        cors_config=gateway.cors,
         signature_namespace={"Kernel": Kernel, "Actor": Actor},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
@@ -152,16 +157,35 @@ def create_app(
     )
     # Wrap Litestar's outermost handler (where it mounts CORS itself) so unrouted requests
     # are rate-limited, counted and logged like every other request.
-    handler = app.asgi_handler
-    if settings.rate_limit.enabled:
-        handler = RateLimitMiddleware(handler, RateLimiter(kernel.redis), settings.rate_limit.per_ip_per_minute)
-    app.asgi_handler = ObservabilityMiddleware(handler, access_log=settings.log.access_log)
+    # The gateway adds security headers, per-IP/login rate limits and API versioning (sygmax/gateway.py).
+    app.asgi_handler = ObservabilityMiddleware(gateway.wrap(app, app.asgi_handler),
+                                               access_log=settings.log.access_log,
+                                               trusted_proxies=frozenset(settings.server.trusted_proxies))
     add_problem_responses(app)
     return app
 
 
+def _exit_with_server() -> None:
+    """In a worker of a multi-process server: die with the server's main process.
+
+    ``sygmax run`` records its pid in ``_SYGMAX_SERVER_PID``. Without this, a main process
+    killed by SIGKILL leaves its workers orphaned, still holding the port, and the
+    supervisor's restart of the main process could never bind it again.
+    """
+    server_pid = os.environ.get("_SYGMAX_SERVER_PID", "")
+    if server_pid != str(os.getppid()) or not hasattr(os, "sched_getaffinity"):  # Linux only
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != server_pid:  # the server died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def app_from_environment() -> Litestar:
     """ASGI factory for the server processes: profiles come from ``SYGMAX_PROFILES``."""
+    _exit_with_server()
     return create_app(os.environ.get("SYGMAX_PROFILES", "api"))
 
 

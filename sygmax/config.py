@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = "/etc/sygmax/sygmax.toml"
 ENV_PREFIX = "SYGMAX_"
@@ -38,6 +40,10 @@ class ServerSettings(Section):
     asgi_server: Literal["granian", "uvicorn"] = "granian"
     max_request_body: int = Field(10 * 1024 * 1024, ge=1024, description="bytes; larger bodies get 413")
     public_url: str = "http://localhost:8000"
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="peers whose X-Forwarded-For is believed (Caddy on the same host)",
+    )
 
 
 class DatabaseSettings(Section):
@@ -158,6 +164,22 @@ class LogSettings(Section):
 class RateLimitSettings(Section):
     enabled: bool = True
     per_ip_per_minute: int = Field(1000, ge=1)
+    per_user_per_minute: int = Field(1000, ge=1, description="per authenticated user, across all routes")
+    # "[METHOD ]/route/template" (exact) or "[METHOD ]/prefix/*" -> requests per minute per caller
+    # (user when the route authenticates, else client IP), on top of the per-IP and per-user limits.
+    routes: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _route_keys(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, limit in value.items():
+            method, _, path = key.rpartition(" ")
+            if not path.startswith("/") or (method and not method.isalpha()):
+                raise ValueError(f"route {key!r}: use '/api/v1/path/{{param}}', '/api/v1/prefix/*' "
+                                 f"or 'POST /api/v1/path'")
+            if limit < 1:
+                raise ValueError(f"route {key!r}: the limit must be at least 1 request per minute")
+        return value
 
 
 class AuthSettings(Section):
@@ -174,6 +196,11 @@ class AuthSettings(Section):
     login_per_ip_per_minute: int = Field(20, ge=1)
     verification_link_ttl_s: int = Field(86400, ge=300)
     reset_link_ttl_s: int = Field(3600, ge=300)
+    # argon2id cost (OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1). Raising them
+    # re-hashes each password at its owner's next login.
+    argon2_time_cost: int = Field(2, ge=1, le=20)
+    argon2_memory_kib: int = Field(19456, ge=8192, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
 
 
 class SmtpSettings(Section):
@@ -206,12 +233,65 @@ class OidcProvider(Section):
 class OidcSettings(Section):
     providers: dict[str, OidcProvider] = Field(default_factory=dict)
     allow_insecure_http: bool = Field(False, description="tests and labs only: accept http:// issuers")
+    timeout_s: float = Field(10, gt=0, le=60, description="each call to a provider")
+
+    @model_validator(mode="after")
+    def _providers_usable(self) -> "OidcSettings":
+        for name, provider in self.providers.items():
+            if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", name):
+                raise ValueError(f"provider name {name!r}: 1-32 characters of a-z, 0-9, '_', '-'")
+            explicit = [provider.authorization_endpoint, provider.token_endpoint, provider.userinfo_endpoint]
+            if any(explicit) and not all(explicit):
+                raise ValueError(f"provider {name}: set all of authorization_endpoint, token_endpoint and "
+                                 f"userinfo_endpoint (plain OAuth2), or none of them (OpenID Connect discovery)")
+            for url in [provider.issuer, *explicit]:
+                if not url:
+                    continue
+                scheme = urlsplit(url).scheme
+                if scheme != "https" and not (scheme == "http" and self.allow_insecure_http):
+                    raise ValueError(f"provider {name}: {url} must be an https:// URL")
+        return self
 
 
 class CorsSettings(Section):
     allow_origins: list[str] = Field(default_factory=list, description="exact origins; empty: same-origin only")
     allow_credentials: bool = True
     max_age_s: int = Field(600, ge=0)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or origin.rstrip("/") != \
+                    f"{parts.scheme}://{parts.netloc}" or "*" in origin:
+                raise ValueError(f"{origin!r} is not an exact origin like https://app.example.org (no paths, "
+                                 f"no wildcards)")
+        return [origin.rstrip("/") for origin in value]
+
+
+class GatewaySettings(Section):
+    """API gateway: versions and canary routing, security headers, feature flags, GraphQL limits."""
+
+    # API version -> the date it was deprecated; its responses carry Deprecation/Sunset headers
+    # and, one month after that date (the sunset), routes that have a successor answer 410.
+    deprecated_versions: dict[str, date] = Field(default_factory=dict)
+    canary_percent: int = Field(10, ge=0, le=100, description="users routed to the newer version of an endpoint")
+    content_security_policy: str = ("default-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+                                    "form-action 'self'; object-src 'none'")
+    hsts_max_age_s: int = Field(31_536_000, ge=0)
+    flag_cache_s: float = Field(5.0, ge=0, le=300, description="how long a process reuses feature flags")
+    graphql_max_depth: int = Field(8, ge=1, le=50)
+    graphql_max_tokens: int = Field(2000, ge=50)
+    graphql_max_aliases: int = Field(20, ge=1)
+
+    @field_validator("deprecated_versions")
+    @classmethod
+    def _version_names(cls, value: dict[str, date]) -> dict[str, date]:
+        for name in value:
+            if not (name.startswith("v") and name[1:].isdigit()):
+                raise ValueError(f"{name!r} is not an API version name like 'v1'")
+        return value
 
 
 class PluginSettings(Section):
@@ -238,6 +318,7 @@ KERNEL_SECTIONS: dict[str, type[Section]] = {
     "smtp": SmtpSettings,
     "oidc": OidcSettings,
     "cors": CorsSettings,
+    "gateway": GatewaySettings,
     "plugins": PluginSettings,
 }
 
@@ -271,6 +352,7 @@ class Settings:
     smtp: SmtpSettings
     oidc: OidcSettings
     cors: CorsSettings
+    gateway: GatewaySettings
     plugins: PluginSettings
     plugin_sections: Mapping[str, Section]
     source: str
@@ -302,6 +384,8 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _env_value(raw: str, field_info: Any) -> Any:
     """Environment values are strings; lists may be JSON or comma-separated."""
     annotation = getattr(field_info, "annotation", None)
+    if annotation is not None and getattr(annotation, "__origin__", None) is dict:
+        return json.loads(raw)
     if annotation is not None and getattr(annotation, "__origin__", None) is list:
         stripped = raw.strip()
         if stripped.startswith("["):
@@ -332,7 +416,7 @@ def _apply_env(
         try:
             data.setdefault(section, {})[key] = _env_value(raw, field_info)
         except ValueError as exc:
-            problems.append((name, f"cannot parse list: {exc}"))
+            problems.append((name, f"cannot parse {field_info.annotation}: {exc}"))
     return problems
 
 

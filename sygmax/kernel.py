@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sygmax.auth.models import KERNEL_TABLES
+from sygmax.auth.policy import declare_permissions
 from sygmax.config import Settings
 from sygmax.db import Database
 from sygmax.events.bus import EventBus
@@ -47,6 +48,7 @@ class Kernel:
                  bus: EventBus, fanout: Fanout, storage: ObjectStore) -> None:
         self.settings = settings
         self.plugins = plugins
+        declare_permissions(plugins.values())  # what the built-in roles hold (sygmax/auth/policy.py)
         self.db = db
         self.redis = redis
         self.bus = bus

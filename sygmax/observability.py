@@ -34,6 +34,7 @@ from prometheus_client import multiprocess
 from sygmax.config import LogSettings
 
 REQUEST_ID_HEADER = b"x-request-id"
+FORWARDED_FOR_HEADER = b"x-forwarded-for"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -119,22 +120,39 @@ def write_access_line(request_id: str, method: str, route: str, status: int, ela
 
 
 class ObservabilityMiddleware:
-    """Assign a request id, time the request, count it by route template, write the access log."""
+    """Assign a request id, time the request, count it by route template, write the access log.
 
-    def __init__(self, app, access_log: bool = True) -> None:
+    Behind a trusted reverse proxy (Caddy), the client address in the scope is replaced by the
+    one the proxy saw, so rate limits, audit rows and logs name the real client, not Caddy.
+    """
+
+    def __init__(self, app, access_log: bool = True, trusted_proxies: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.access_log = access_log
+        self.trusted_proxies = trusted_proxies
+
+    def _real_client(self, forwarded: bytes) -> str:
+        """The right-most address not added by a trusted proxy (left ones are client-supplied)."""
+        hops = [hop.strip() for hop in forwarded.decode("latin-1").split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in self.trusted_proxies:
+                return hop[:64]
+        return hops[0][:64] if hops else "unknown"
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = None
+        forwarded = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 if _VALID_REQUEST_ID.match(value):
                     request_id = value.decode()
-                break
+            elif name == FORWARDED_FOR_HEADER:
+                forwarded = value
+        if forwarded is not None and scope.get("client") and scope["client"][0] in self.trusted_proxies:
+            scope["client"] = (self._real_client(forwarded), 0)
         if request_id is None:
             request_id = os.urandom(16).hex()  # as unique as uuid4, a fifth of the cost
         scope.setdefault("state", {})["request_id"] = request_id

@@ -35,6 +35,7 @@ _DESCRIPTIONS = {
     "401": "Missing, malformed, expired or revoked credentials",
     "403": "Authenticated, but not allowed",
     "404": "No such object, or not visible to the caller",
+    "409": "Conflicts with the current state of the resource",
     "413": "Request body too large",
     "429": "Rate limit exceeded; see Retry-After",
     "500": "Unexpected server error; the request id identifies it in the logs",
@@ -73,3 +74,25 @@ def add_problem_responses(app: Litestar) -> None:
             for code in codes:
                 responses[code] = _problem(code)  # replaces Litestar's generic 400 body
             operation.responses = responses
+            if operation.request_body:
+                for media in (operation.request_body.content or {}).values():
+                    _close_objects(media.schema, schema.components.schemas, set())
+
+
+def _close_objects(node, components: dict, seen: set[str]) -> None:
+    """Request bodies are msgspec Structs with ``forbid_unknown_fields``: say so in the schema
+    (``additionalProperties: false``), for the body and every object nested in it."""
+    if isinstance(node, Reference):
+        name = node.ref.rsplit("/", 1)[-1]
+        if name in seen or name not in components:
+            return
+        seen.add(name)
+        node = components[name]
+    if not isinstance(node, Schema):
+        return
+    if node.properties is not None and node.additional_properties is None:
+        node.additional_properties = False
+    for child in (*(node.properties or {}).values(), *(node.one_of or ()), *(node.any_of or ()),
+                  *(node.all_of or ()), node.items):
+        if child is not None:
+            _close_objects(child, components, seen)

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:
     from piccolo.table import Table
@@ -32,15 +32,32 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "sygmax.plugins"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
-RESERVED_NAMES = frozenset({"kernel", "auth", "users", "storage", "healthz", "readyz", "metrics", "plugins"})
+RESERVED_NAMES = frozenset({"kernel", "auth", "users", "storage", "healthz", "readyz", "metrics", "plugins",
+                            # kernel permission prefixes and identity routes (sygmax/auth/policy.py)
+                            "workspace", "workspaces", "members", "invites", "teams", "roles", "audit",
+                            "acl", "permissions",
+                            # API gateway routes (sygmax/gateway.py)
+                            "flags", "graphql"})
 
 
 @dataclass(frozen=True)
 class Permission:
-    """A permission a plugin declares, e.g. ``Permission("chats.post", "Post messages")``."""
+    """A permission a plugin declares, e.g. ``Permission("chats.post", "Post messages")``.
+
+    Owners and admins of a workspace hold every plugin permission; ``default_roles`` says
+    which of the built-in ``editor`` and ``viewer`` roles hold it too (custom roles list
+    their permissions explicitly).
+    """
 
     code: str
     description: str
+    default_roles: tuple[str, ...] = ("editor",)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.default_roles) - {"editor", "viewer"}
+        if unknown:
+            raise PluginError(f"permission {self.code}: default_roles may name only editor and viewer, "
+                              f"not {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,9 @@ class Plugin:
     description: str = ""
     depends_on: Sequence[str] = ()
     http_handlers: Sequence[Any] = ()
+    # Handlers of later API versions, {"v2": [...]}: mounted under /api/<version>/<name>; a route
+    # with the same method and path as one in http_handlers is its successor (sygmax/versioning.py).
+    versioned_handlers: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     websocket_handlers: Sequence[Any] = ()
     tables: Sequence[type["Table"]] = ()
     migrations: Path | None = None
@@ -98,6 +118,9 @@ class Plugin:
         for permission in self.permissions:
             if not permission.code.startswith(self.name + "."):
                 raise PluginError(f"plugin {self.name}: permission {permission.code!r} must start with '{self.name}.'")
+        for version in self.versioned_handlers:
+            if not re.match(r"^v([2-9]|[1-9][0-9]+)$", version):
+                raise PluginError(f"plugin {self.name}: versioned_handlers key {version!r} must be v2, v3, ...")
         if self.migrations is not None and not Path(self.migrations).is_dir():
             raise PluginError(f"plugin {self.name}: migrations directory {self.migrations} does not exist")
 

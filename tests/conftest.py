@@ -31,6 +31,7 @@ def service_environ(database_url: str, redis_url: str, storage_dir: Path, **over
         "SYGMAX_REDIS_URL": redis_url,
         "SYGMAX_STORAGE_URL": f"file://{storage_dir}",
         "SYGMAX_STORAGE_PRESIGN_SECRET": "test-presign-secret",
+        "SYGMAX_AUTH_KEYS_DIR": str(storage_dir.parent / "keys"),
         "SYGMAX_LOG_ACCESS_LOG": "false",
         "SYGMAX_RATE_LIMIT_ENABLED": "false",
     }

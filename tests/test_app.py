@@ -220,3 +220,20 @@ async def test_openapi_describes_routes_and_errors(sample_client):
     create = paths["/api/v1/sample/notes"]["post"]
     assert "requestBody" in create and "201" in create["responses"] and "400" in create["responses"]
     assert "401" in paths["/api/v1/users/me"]["get"]["responses"]
+
+
+async def test_clients_behind_a_trusted_proxy_get_their_own_bucket(make_app, tmp_path, environ):
+    base = {**environ, "SYGMAX_RATE_LIMIT_ENABLED": "true", "SYGMAX_RATE_LIMIT_PER_IP_PER_MINUTE": "3"}
+    behind_proxy = load_settings(tmp_path / "absent.toml", environ={**base, "SYGMAX_SERVER_TRUSTED_PROXIES": "testclient"})
+    async with AsyncTestClient(app=make_app("api", app_settings=behind_proxy)) as api:
+        # The test client's address plays Caddy: each forwarded client has its own budget.
+        for client in ("203.0.113.1", "203.0.113.2"):
+            statuses = [(await api.get("/healthz", headers={"X-Forwarded-For": f"10.9.9.9, {client}"})).status_code
+                        for _ in range(4)]
+            assert statuses == [200, 200, 200, 429], client
+    direct = load_settings(tmp_path / "absent.toml", environ=base)
+    async with AsyncTestClient(app=make_app("api", app_settings=direct)) as api:
+        # Not a trusted proxy: a forged header changes nothing, the peer's own bucket applies.
+        statuses = [(await api.get("/healthz", headers={"X-Forwarded-For": f"198.51.100.{n}"})).status_code
+                    for n in range(4)]
+        assert statuses == [200, 200, 200, 429]

@@ -8,6 +8,7 @@ import msgspec
 from litestar import get
 
 from sygmax.auth.tokens import CurrentActor
+from sygmax.auth.workspaces_api import workspace_handlers
 from sygmax.kernel import Kernel, KernelDep
 
 
@@ -29,4 +30,6 @@ async def users_me(actor: CurrentActor, kernel: KernelDep) -> UserOut:
 
 
 def kernel_api_handlers() -> list:
-    return [users_me]
+    from sygmax.auth.account_api import account_handlers
+
+    return [*workspace_handlers(), users_me, *account_handlers()]
