@@ -8,7 +8,7 @@ from litestar.datastructures import State
 
 from sygmax import __version__
 from sygmax.auth.tokens import CurrentActor
-from sygmax.kernel import Kernel, KernelDep
+from sygmax.kernel import KernelDep
 
 
 class PermissionOut(msgspec.Struct):

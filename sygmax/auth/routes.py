@@ -6,10 +6,10 @@ import uuid
 
 import msgspec
 from litestar import get
+from litestar.datastructures import State
 
 from sygmax.auth.tokens import CurrentActor
 from sygmax.auth.workspaces_api import workspace_handlers
-from sygmax.kernel import Kernel, KernelDep
 
 
 class UserOut(msgspec.Struct):
@@ -20,10 +20,12 @@ class UserOut(msgspec.Struct):
 
 
 @get("/api/v1/users/me", tags=["users"], summary="The authenticated user", security=[{"bearer": []}])
-async def users_me(actor: CurrentActor, kernel: KernelDep) -> UserOut:
+async def users_me(actor: CurrentActor, state: State) -> UserOut:
     # Read fresh from the database rather than echoing the token lookup: the profile may
-    # have changed since, and this is the reference authenticated DB-backed read.
-    row = await kernel.db.pool.fetchrow(
+    # have changed since, and this is the reference authenticated DB-backed read. The kernel
+    # comes from ``state``, not the ``kernel`` dependency: with two dependencies at one level
+    # Litestar resolves them in a task group, measured at ~65 us per request on this route.
+    row = await state.kernel.db.pool.fetchrow(
         "SELECT id, email, display_name, is_admin FROM sygmax_user WHERE id = $1", actor.user_id
     )
     return UserOut(row["id"], row["email"], row["display_name"], row["is_admin"])
