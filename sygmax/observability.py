@@ -131,6 +131,17 @@ class ObservabilityMiddleware:
         self.access_log = access_log
         self.trusted_proxies = trusted_proxies
 
+    async def _websocket(self, scope, receive, send) -> None:
+        """Count open WebSocket connections per plugin (``/ws/<plugin>/...``)."""
+        parts = scope["path"].split("/", 3)
+        plugin = parts[2] if len(parts) > 2 and parts[1] == "ws" and parts[2] else "<unmatched>"
+        gauge = WEBSOCKETS.labels(plugin[:32])
+        gauge.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gauge.dec()
+
     def _real_client(self, forwarded: bytes) -> str:
         """The right-most address not added by a trusted proxy (left ones are client-supplied)."""
         hops = [hop.strip() for hop in forwarded.decode("latin-1").split(",") if hop.strip()]
@@ -140,6 +151,9 @@ class ObservabilityMiddleware:
         return hops[0][:64] if hops else "unknown"
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -113,11 +113,21 @@ async def test_plugin_routes_mount_per_profile(sample, make_app, example_user):
         sample_entry = next(entry for entry in listed if entry["name"] == "sample")
         assert sample_entry["permissions"] == [{"code": "sample.write", "description": "Write notes"}]
         assert sample_entry["ui_pages"] == [{"path": "/sample", "title": "Sample", "icon": ""}]
+    from sygmax.observability import WEBSOCKETS
+
+    open_sockets = WEBSOCKETS.labels("sample")
     async with AsyncTestClient(app=make_app("realtime", plugins, settings_with())) as realtime:
         assert (await realtime.get("/api/v1/sample/greeting")).status_code == 404
+        before = open_sockets._value.get()
         with await realtime.websocket_connect("/ws/sample/echo") as socket:
             socket.send_text("ping")
             assert socket.receive_text() == "ping"
+            assert open_sockets._value.get() == before + 1
+        for _ in range(50):  # the server side finishes just after the client closes
+            if open_sockets._value.get() == before:
+                break
+            await asyncio.sleep(0.02)
+    assert open_sockets._value.get() == before
 
 
 async def test_plugin_settings_section_is_used(sample, make_app):
