@@ -140,6 +140,11 @@ def check_ports(ports: dict[int, str], own_pid: int | None = None) -> list[Findi
     return findings
 
 
+def _gib(size: int, digits: int = 1) -> str:
+    """A byte count in GiB for a message: ``_gib(3 * 1024**3)`` is ``"3.0 GiB"``."""
+    return f"{size / 1024**3:.{digits}f} GiB"
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists():
         path = path.parent
@@ -149,11 +154,11 @@ def _existing_parent(path: Path) -> Path:
 def check_disk(path: Path, needed: int = MIN_FREE_DISK) -> Finding:
     free = shutil.disk_usage(_existing_parent(path)).free
     if free >= needed:
-        return Finding("disk", "ok", f"{free / 1024**3:.1f} GiB free under {path}")
+        return Finding("disk", "ok", f"{_gib(free)} free under {path}")
     return Finding(
         "disk",
         "error",
-        f"only {free / 1024**3:.1f} GiB free under {path}; Sygmax needs at least {needed / 1024**3:.1f} GiB",
+        f"only {_gib(free)} free under {path}; Sygmax needs at least {_gib(needed)}",
         f"free space (du -xh {path} | sort -h | tail) or install with --prefix on a larger disk",
     )
 
@@ -161,11 +166,11 @@ def check_disk(path: Path, needed: int = MIN_FREE_DISK) -> Finding:
 def check_memory(needed: int = MIN_MEMORY) -> Finding:
     total = psutil.virtual_memory().total
     if total >= needed:
-        return Finding("memory", "ok", f"{total / 1024**3:.1f} GiB of memory")
+        return Finding("memory", "ok", f"{_gib(total)} of memory")
     return Finding(
         "memory",
         "warning",
-        f"{total / 1024**3:.1f} GiB of memory; a small node wants {needed / 1024**3:.0f} GiB",
+        f"{_gib(total)} of memory; a small node wants {_gib(needed, digits=0)}",
         "sygmax scale api=1 (fewer processes)",
     )
 

@@ -285,17 +285,24 @@ async def do_reset_password(kernel: "Kernel", token: str, password: str, source:
     return user_id
 
 
+async def _confirm_own_password(kernel: "Kernel", actor: Actor, row: asyncpg.Record, password: str, source: Source,
+                                *, field: str, reason: str) -> None:
+    """The actor's own ``password`` (``row``: its email and hash) confirms a change, under the login lockout:
+    a wrong one counts as a failed attempt and is a 403 on ``field``."""
+    await lockout.check(kernel, row["email"], source.ip, source.request_id)
+    ok, _ = await verify_password(kernel.settings.auth, row["password_hash"], password[:1024])
+    if not ok:
+        await lockout.record_failure(kernel, row["email"], source.ip)
+        log.warning("auth_denied", reason=reason, user_id=str(actor.user_id), request_id=source.request_id)
+        raise Problem(403, "invalid-credentials", f"{field}: wrong password", field=field)
+
+
 async def do_change_password(actor: Actor, kernel: "Kernel", current: str, new: str, source: Source) -> None:
     """Change the actor's password (current one required); other sessions are revoked."""
     require_full_access(actor)
     row = await kernel.db.pool.fetchrow("SELECT email, password_hash FROM sygmax_user WHERE id = $1", actor.user_id)
-    await lockout.check(kernel, row["email"], source.ip, source.request_id)
-    ok, _ = await verify_password(kernel.settings.auth, row["password_hash"], current[:1024])
-    if not ok:
-        await lockout.record_failure(kernel, row["email"], source.ip)
-        log.warning("auth_denied", reason="wrong-current-password", user_id=str(actor.user_id),
-                    request_id=source.request_id)
-        raise Problem(403, "invalid-credentials", "current_password: wrong password", field="current_password")
+    await _confirm_own_password(kernel, actor, row, current, source, field="current_password",
+                                reason="wrong-current-password")
     check_password_policy(new, row["email"], field="new_password")
     password_hash = await hash_password(kernel.settings.auth, new)
     async with kernel.db.pool.acquire() as connection, connection.transaction():
@@ -344,6 +351,16 @@ async def find_user(kernel: "Kernel", email_or_id: str) -> asyncpg.Record:
     return row
 
 
+async def _account_row(connection: asyncpg.Connection, user_id: uuid.UUID, columns: str, *,
+                       for_update: bool = False) -> asyncpg.Record:
+    """``columns`` (a constant list, never input) of the account ``user_id``, locked if ``for_update``; else 404."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await connection.fetchrow(f"SELECT {columns} FROM sygmax_user WHERE id = $1{lock}", user_id)
+    if row is None:
+        raise Problem(404, "not-found", "no such account")
+    return row
+
+
 async def _active_admins(connection: asyncpg.Connection, excluding: uuid.UUID) -> int:
     return await connection.fetchval(
         "SELECT count(*) FROM sygmax_user WHERE is_admin AND is_active AND id <> $1", excluding)
@@ -353,10 +370,7 @@ async def do_disable_user(actor: Actor | None, kernel: "Kernel", user_id: uuid.U
     """Disable an account: no login, no refresh; its sessions and tokens stop working. False if already."""
     source = source or Source()
     async with kernel.db.pool.acquire() as connection, connection.transaction():
-        row = await connection.fetchrow("SELECT is_active, erased_at FROM sygmax_user WHERE id = $1 FOR UPDATE",
-                                        user_id)
-        if row is None:
-            raise Problem(404, "not-found", "no such account")
+        row = await _account_row(connection, user_id, "is_active, erased_at", for_update=True)
         if not row["is_active"]:
             return False
         await connection.execute(
@@ -372,10 +386,7 @@ async def do_disable_user(actor: Actor | None, kernel: "Kernel", user_id: uuid.U
 async def do_enable_user(actor: Actor | None, kernel: "Kernel", user_id: uuid.UUID, source: Source | None = None) -> bool:
     source = source or Source()
     async with kernel.db.pool.acquire() as connection, connection.transaction():
-        row = await connection.fetchrow("SELECT is_active, erased_at FROM sygmax_user WHERE id = $1 FOR UPDATE",
-                                        user_id)
-        if row is None:
-            raise Problem(404, "not-found", "no such account")
+        row = await _account_row(connection, user_id, "is_active, erased_at", for_update=True)
         if row["erased_at"] is not None:
             raise Problem(409, "account-erased", "an erased account cannot be enabled again")
         if row["is_active"]:
@@ -392,9 +403,7 @@ async def do_admin_reset_password(actor: Actor | None, kernel: "Kernel", user_id
     """A one-time password-set link for an account (CLI); the old password keeps working until it is used."""
     source = source or Source()
     async with kernel.db.pool.acquire() as connection, connection.transaction():
-        row = await connection.fetchrow("SELECT email, erased_at FROM sygmax_user WHERE id = $1", user_id)
-        if row is None:
-            raise Problem(404, "not-found", "no such account")
+        row = await _account_row(connection, user_id, "email, erased_at")
         if row["erased_at"] is not None:
             raise Problem(409, "account-erased", "the account has been erased")
         token = await links.create_link(connection, user_id, "reset", row["email"], kernel.settings.auth.reset_link_ttl_s)
@@ -408,10 +417,7 @@ async def do_erase_user(actor: Actor | None, kernel: "Kernel", user_id: uuid.UUI
     """GDPR erasure: personal data replaced, credentials revoked; audit rows stay under the same id."""
     source = source or Source()
     async with kernel.db.pool.acquire() as connection, connection.transaction():
-        row = await connection.fetchrow("SELECT is_admin, is_active, erased_at FROM sygmax_user WHERE id = $1 FOR UPDATE",
-                                        user_id)
-        if row is None:
-            raise Problem(404, "not-found", "no such account")
+        row = await _account_row(connection, user_id, "is_admin, is_active, erased_at", for_update=True)
         if row["erased_at"] is not None:
             raise Problem(409, "account-erased", "the account has been erased already")
         if row["is_admin"] and row["is_active"] and not allow_last_admin and not await _active_admins(connection, user_id):
@@ -446,13 +452,8 @@ async def do_erase_self(actor: Actor, kernel: "Kernel", password: str, source: S
     row = await kernel.db.pool.fetchrow("SELECT email, password_hash FROM sygmax_user WHERE id = $1", actor.user_id)
     if row["password_hash"] is None:
         raise Problem(409, "password-not-set", "Set a password first (password reset) or ask an administrator")
-    await lockout.check(kernel, row["email"], source.ip, source.request_id)
-    ok, _ = await verify_password(kernel.settings.auth, row["password_hash"], password[:1024])
-    if not ok:
-        await lockout.record_failure(kernel, row["email"], source.ip)
-        log.warning("auth_denied", reason="wrong-password-erase", user_id=str(actor.user_id),
-                    request_id=source.request_id)
-        raise Problem(403, "invalid-credentials", "password: wrong password", field="password")
+    await _confirm_own_password(kernel, actor, row, password, source, field="password",
+                                reason="wrong-password-erase")
     await do_erase_user(actor, kernel, actor.user_id, source)
 
 

@@ -96,12 +96,17 @@ def _key(row) -> tuple[str, str]:
     return row["principal_kind"], str(row["user_id"] or row["team_id"] or row["role_id"] or row["role"])
 
 
-async def _view(connection, workspace_id: uuid.UUID, object_type: str, object_id: str) -> AclView:
-    restricted = await connection.fetchval(
+async def _is_restricted(connection, workspace_id: uuid.UUID, object_type: str, object_id: str) -> bool:
+    """Whether the object's ACL is restricted (no row: not restricted)."""
+    return bool(await connection.fetchval(
         "SELECT restricted FROM sygmax_acl_object WHERE workspace_id = $1 AND object_type = $2 AND object_id = $3",
-        workspace_id, object_type, object_id)
+        workspace_id, object_type, object_id))
+
+
+async def _view(connection, workspace_id: uuid.UUID, object_type: str, object_id: str) -> AclView:
+    restricted = await _is_restricted(connection, workspace_id, object_type, object_id)
     rows = await connection.fetch(_GRANTS_SQL, workspace_id, object_type, object_id)
-    return AclView(workspace_id, object_type, object_id, bool(restricted),
+    return AclView(workspace_id, object_type, object_id, restricted,
                    [GrantView(row["principal_kind"], _key(row)[1], row["principal_name"], sorted(row["permissions"]))
                     for row in rows])
 
@@ -113,13 +118,27 @@ async def _members_only(connection, actor: Actor, workspace_id: uuid.UUID, sourc
         policy.deny(found, "acl.manage", request_id=source and source.request_id, what="workspace")
 
 
+async def _require_manage(connection, actor: Actor, workspace_id: uuid.UUID, object_type: str, object_id: str,
+                          source: Source | None) -> policy.Access:
+    """The actor's access to the object if it holds ``acl.manage`` there; else denied."""
+    return await policy.require(connection, actor, "acl.manage", workspace_id=workspace_id, object_type=object_type,
+                                object_id=object_id, request_id=source and source.request_id, what="object")
+
+
+async def _managed_object(connection, actor: Actor, workspace_id: uuid.UUID, object_type: str, object_id: str,
+                          plugins, source: Source | None) -> tuple[str, str]:
+    """The checked object reference, once the actor is a member (else 404) who may manage its ACL (else 403)."""
+    await _members_only(connection, actor, workspace_id, source)
+    object_type, object_id = check_object(object_type, object_id, plugins)
+    await _require_manage(connection, actor, workspace_id, object_type, object_id, source)
+    return object_type, object_id
+
+
 async def get_acl(actor: Actor, db, workspace_id: uuid.UUID, object_type: str, object_id: str, *, plugins=(),
                   source: Source | None = None) -> AclView:
     async with workspaces.connection_of(db) as connection:
-        await _members_only(connection, actor, workspace_id, source)
-        object_type, object_id = check_object(object_type, object_id, plugins)
-        await policy.require(connection, actor, "acl.manage", workspace_id=workspace_id, object_type=object_type,
-                             object_id=object_id, request_id=source and source.request_id, what="object")
+        object_type, object_id = await _managed_object(connection, actor, workspace_id, object_type, object_id,
+                                                       plugins, source)
         return await _view(connection, workspace_id, object_type, object_id)
 
 
@@ -178,9 +197,7 @@ async def do_set_acl(actor: Actor, db, workspace_id: uuid.UUID, object_type: str
         await _members_only(connection, actor, workspace_id, source)
         object_type, object_id = check_object(object_type, object_id, plugins)
         checked = _check_grants(grants, restricted, plugins)
-        found = await policy.require(connection, actor, "acl.manage", workspace_id=workspace_id,
-                                     object_type=object_type, object_id=object_id,
-                                     request_id=source and source.request_id, what="object")
+        found = await _require_manage(connection, actor, workspace_id, object_type, object_id, source)
         await _lock_object(connection, workspace_id, object_type, object_id)
         resolved = [await _resolve_principal(connection, workspace_id, spec, index)
                     for index, spec in enumerate(grants)]
@@ -192,9 +209,7 @@ async def do_set_acl(actor: Actor, db, workspace_id: uuid.UUID, object_type: str
             wanted[principal.key] = (principal, codes)
         old_rows = await connection.fetch(_GRANTS_SQL, workspace_id, object_type, object_id)
         old = {_key(row): sorted(row["permissions"]) for row in old_rows}
-        old_restricted = bool(await connection.fetchval(
-            "SELECT restricted FROM sygmax_acl_object WHERE workspace_id = $1 AND object_type = $2 "
-            "AND object_id = $3", workspace_id, object_type, object_id))
+        old_restricted = await _is_restricted(connection, workspace_id, object_type, object_id)
         # Nobody grants what they do not hold themselves on this object.
         lacking = sorted({code for key, (_, codes) in wanted.items() for code in codes
                           if code not in old.get(key, ()) and not found.allows(code)})
@@ -240,10 +255,8 @@ async def do_clear_acl(actor: Actor, db, workspace_id: uuid.UUID, object_type: s
                        source: Source | None = None) -> None:
     """Drop every grant and the restricted flag: the object is governed by workspace roles alone again."""
     async with workspaces.transaction(db) as connection:
-        await _members_only(connection, actor, workspace_id, source)
-        object_type, object_id = check_object(object_type, object_id, plugins)
-        await policy.require(connection, actor, "acl.manage", workspace_id=workspace_id, object_type=object_type,
-                             object_id=object_id, request_id=source and source.request_id, what="object")
+        object_type, object_id = await _managed_object(connection, actor, workspace_id, object_type, object_id,
+                                                       plugins, source)
         await _lock_object(connection, workspace_id, object_type, object_id)
         grants = await connection.fetchval(
             "SELECT count(*) FROM sygmax_acl_grant WHERE workspace_id = $1 AND object_type = $2 AND object_id = $3",

@@ -91,31 +91,18 @@ def _entry(row) -> AuditEntry:
 async def query(connection, filters: AuditFilter) -> AuditPage:
     """One page of entries matching ``filters`` (no permission check: callers check first)."""
     filters = filters.check()
+    action_clause, action = "action = {}", filters.action
+    if action is not None and action.endswith(".*"):
+        action_clause, action = "starts_with(action, {})", action[:-1]
     clauses, args = [], []
-
-    def add(clause: str, value) -> None:
-        args.append(value)
-        clauses.append(clause.format(f"${len(args)}"))
-
-    if filters.actor is not None:
-        add("actor_id = {}", filters.actor)
-    if filters.action is not None:
-        if filters.action.endswith(".*"):
-            add("starts_with(action, {})", filters.action[:-1])
-        else:
-            add("action = {}", filters.action)
-    if filters.object_type is not None:
-        add("object_type = {}", filters.object_type)
-    if filters.object_id is not None:
-        add("object_id = {}", filters.object_id)
-    if filters.workspace_id is not None:
-        add("workspace_id = {}", filters.workspace_id)
-    if filters.since is not None:
-        add("at >= {}", filters.since)
-    if filters.until is not None:
-        add("at < {}", filters.until)
-    if filters.cursor is not None:
-        add("seq < {}", filters.cursor)
+    # Each given filter is one clause; ``{}`` becomes its parameter's placeholder.
+    for clause, value in (("actor_id = {}", filters.actor), (action_clause, action),
+                          ("object_type = {}", filters.object_type), ("object_id = {}", filters.object_id),
+                          ("workspace_id = {}", filters.workspace_id), ("at >= {}", filters.since),
+                          ("at < {}", filters.until), ("seq < {}", filters.cursor)):
+        if value is not None:
+            args.append(value)
+            clauses.append(clause.format(f"${len(args)}"))
     args.append(filters.limit + 1)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await connection.fetch(

@@ -129,6 +129,16 @@ def clean_text(value: str, field: str, *, max_length: int, allow_empty: bool = F
     return value
 
 
+def _clean_description(description: str) -> str:
+    """A team's or a role's description: plain text, possibly empty, newlines allowed."""
+    return clean_text(description, "description", max_length=DESCRIPTION_MAX, allow_empty=True, multiline=True)
+
+
+def _given(**fields) -> dict:
+    """The fields of a partial update that were given (not None), in order: its audit details."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
 def known_codes(plugins) -> list[str]:
     return list(policy.known_permissions(plugins))
 
@@ -175,6 +185,34 @@ async def resolve_role(connection, workspace_id: uuid.UUID, text: str, field: st
         raise Problem(400, "unknown-role", f"{field}: no role {text!r} in this workspace "
                                            f"(built-in: {', '.join(BUILTIN_ROLES)})", field=field)
     return ResolvedRole(None, row["id"], row["name"], PermissionSet(frozenset(row["permissions"])))
+
+
+async def _require(connection, actor: Actor, permission: str, workspace_id: uuid.UUID,
+                   source: Source | None) -> Access:
+    """:func:`policy.require` in ``workspace_id``, a denial logged under the request of ``source``."""
+    return await policy.require(connection, actor, permission, workspace_id=workspace_id,
+                                request_id=source and source.request_id)
+
+
+async def _fetch_one(connection, what: str, sql: str, *args):
+    """The one row ``sql`` finds, or a 404 "No such ``what``"."""
+    row = await connection.fetchrow(sql, *args)
+    if row is None:
+        raise Problem(404, "not-found", f"No such {what}")
+    return row
+
+
+async def _check_limit(connection, table: str, limit: int, what: str, workspace_id: uuid.UUID) -> None:
+    """409 once the workspace holds ``limit`` rows of ``table`` (a constant table name, never input)."""
+    if await connection.fetchval(f"SELECT count(*) FROM {table} WHERE workspace_id = $1", workspace_id) >= limit:
+        raise Problem(409, "limit-reached", f"A workspace has at most {limit} {what}")
+
+
+async def _check_name_free(connection, table: str, noun: str, workspace_id: uuid.UUID, name: str) -> None:
+    """409 if ``table`` (a constant table name) already has a row named ``name`` (any case) in the workspace."""
+    if await connection.fetchval(f"SELECT 1 FROM {table} WHERE workspace_id = $1 AND lower(name) = lower($2)",
+                                 workspace_id, name):
+        raise Problem(409, "conflict", f"A {noun} named {name!r} already exists", field="name")
 
 
 async def _lock_workspace(connection, workspace_id: uuid.UUID) -> None:
@@ -238,10 +276,9 @@ async def list_workspaces(actor: Actor, db, *, plugins=()) -> list[WorkspaceView
 
 
 async def _workspace_view(connection, found: Access, plugins) -> WorkspaceView:
-    row = await connection.fetchrow("SELECT id, name, created_at, updated_at FROM sygmax_workspace WHERE id = $1",
-                                    found.workspace_id)
-    if row is None:
-        raise Problem(404, "not-found", "No such workspace")
+    row = await _fetch_one(connection, "workspace",
+                           "SELECT id, name, created_at, updated_at FROM sygmax_workspace WHERE id = $1",
+                           found.workspace_id)
     return WorkspaceView(row["id"], row["name"], row["created_at"], row["updated_at"], found.role_name,
                          found.role_id, _permissions_of(found, plugins))
 
@@ -249,8 +286,7 @@ async def _workspace_view(connection, found: Access, plugins) -> WorkspaceView:
 async def get_workspace(actor: Actor, db, workspace_id: uuid.UUID, *, plugins=(),
                         source: Source | None = None) -> WorkspaceView:
     async with connection_of(db) as connection:
-        found = await policy.require(connection, actor, "workspace.read", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "workspace.read", workspace_id, source)
         return await _workspace_view(connection, found, plugins)
 
 
@@ -258,8 +294,7 @@ async def do_update_workspace(actor: Actor, db, workspace_id: uuid.UUID, *, name
                               source: Source | None = None) -> WorkspaceView:
     name = clean_text(name, "name", max_length=NAME_MAX)
     async with transaction(db) as connection:
-        found = await policy.require(connection, actor, "workspace.update", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "workspace.update", workspace_id, source)
         old = await connection.fetchval("SELECT name FROM sygmax_workspace WHERE id = $1 FOR UPDATE", workspace_id)
         await connection.execute("UPDATE sygmax_workspace SET name = $2, updated_at = now() WHERE id = $1",
                                  workspace_id, name)
@@ -272,8 +307,7 @@ async def do_update_workspace(actor: Actor, db, workspace_id: uuid.UUID, *, name
 async def do_delete_workspace(actor: Actor, db, workspace_id: uuid.UUID, *, source: Source | None = None) -> None:
     """Delete the workspace and everything the kernel holds for it (hard delete; the audit log keeps the record)."""
     async with transaction(db) as connection:
-        await policy.require(connection, actor, "workspace.delete", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "workspace.delete", workspace_id, source)
         name = await connection.fetchval("SELECT name FROM sygmax_workspace WHERE id = $1 FOR UPDATE", workspace_id)
         members = await connection.fetchval("SELECT count(*) FROM sygmax_membership WHERE workspace_id = $1",
                                             workspace_id)
@@ -304,17 +338,13 @@ def _member_view(row) -> MemberView:
 async def list_members(actor: Actor, db, workspace_id: uuid.UUID, *, source: Source | None = None
                        ) -> list[MemberView]:
     async with connection_of(db) as connection:
-        await policy.require(connection, actor, "members.read", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "members.read", workspace_id, source)
         rows = await connection.fetch(_MEMBER_SQL + " ORDER BY lower(u.display_name), m.user_id", workspace_id)
     return [_member_view(row) for row in rows]
 
 
 async def _member_row(connection, workspace_id: uuid.UUID, user_id: uuid.UUID):
-    row = await connection.fetchrow(_MEMBER_SQL + " AND m.user_id = $2", workspace_id, user_id)
-    if row is None:
-        raise Problem(404, "not-found", "No such member")
-    return row
+    return await _fetch_one(connection, "member", _MEMBER_SQL + " AND m.user_id = $2", workspace_id, user_id)
 
 
 def _role_permissions(row) -> PermissionSet:
@@ -324,20 +354,17 @@ def _role_permissions(row) -> PermissionSet:
 
 
 async def _member_with_role(connection, workspace_id: uuid.UUID, user_id: uuid.UUID):
-    row = await connection.fetchrow(
+    return await _fetch_one(
+        connection, "member",
         """SELECT m.role, m.role_id, r.permissions AS role_permissions FROM sygmax_membership m
            LEFT JOIN sygmax_role r ON r.workspace_id = m.workspace_id AND r.id = m.role_id
            WHERE m.workspace_id = $1 AND m.user_id = $2""", workspace_id, user_id)
-    if row is None:
-        raise Problem(404, "not-found", "No such member")
-    return row
 
 
 async def do_change_member_role(actor: Actor, db, workspace_id: uuid.UUID, user_id: uuid.UUID, *, role: str,
                                 source: Source | None = None) -> MemberView:
     async with transaction(db) as connection:
-        found = await policy.require(connection, actor, "members.manage", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "members.manage", workspace_id, source)
         await _lock_workspace(connection, workspace_id)
         current = await _member_with_role(connection, workspace_id, user_id)
         target = await resolve_role(connection, workspace_id, role)
@@ -360,8 +387,7 @@ async def do_change_member_role(actor: Actor, db, workspace_id: uuid.UUID, user_
 async def do_remove_member(actor: Actor, db, workspace_id: uuid.UUID, user_id: uuid.UUID, *,
                            source: Source | None = None) -> None:
     async with transaction(db) as connection:
-        found = await policy.require(connection, actor, "members.manage", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "members.manage", workspace_id, source)
         await _lock_workspace(connection, workspace_id)
         current = await _member_with_role(connection, workspace_id, user_id)
         if not can_confer(found, _role_permissions(current), current["role"]):
@@ -418,16 +444,12 @@ def _team_view(row) -> TeamView:
 
 
 async def _team_row(connection, workspace_id: uuid.UUID, team_id: uuid.UUID):
-    row = await connection.fetchrow(_TEAM_SQL + " AND t.id = $2", workspace_id, team_id)
-    if row is None:
-        raise Problem(404, "not-found", "No such team")
-    return row
+    return await _fetch_one(connection, "team", _TEAM_SQL + " AND t.id = $2", workspace_id, team_id)
 
 
 async def list_teams(actor: Actor, db, workspace_id: uuid.UUID, *, source: Source | None = None) -> list[TeamView]:
     async with connection_of(db) as connection:
-        await policy.require(connection, actor, "members.read", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "members.read", workspace_id, source)
         rows = await connection.fetch(_TEAM_SQL + " ORDER BY lower(t.name), t.id", workspace_id)
     return [_team_view(row) for row in rows]
 
@@ -435,27 +457,20 @@ async def list_teams(actor: Actor, db, workspace_id: uuid.UUID, *, source: Sourc
 async def get_team(actor: Actor, db, workspace_id: uuid.UUID, team_id: uuid.UUID, *,
                    source: Source | None = None) -> TeamView:
     async with connection_of(db) as connection:
-        await policy.require(connection, actor, "members.read", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "members.read", workspace_id, source)
         return _team_view(await _team_row(connection, workspace_id, team_id))
 
 
 async def do_create_team(actor: Actor, db, workspace_id: uuid.UUID, *, name: str, description: str = "",
                          source: Source | None = None) -> TeamView:
     name = clean_text(name, "name", max_length=NAME_MAX)
-    description = clean_text(description, "description", max_length=DESCRIPTION_MAX, allow_empty=True,
-                             multiline=True)
+    description = _clean_description(description)
     team_id = uuid.uuid4()
     async with transaction(db) as connection:
-        await policy.require(connection, actor, "teams.manage", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "teams.manage", workspace_id, source)
         await _lock_workspace(connection, workspace_id)
-        if await connection.fetchval("SELECT count(*) FROM sygmax_team WHERE workspace_id = $1",
-                                     workspace_id) >= MAX_TEAMS:
-            raise Problem(409, "limit-reached", f"A workspace has at most {MAX_TEAMS} teams")
-        if await connection.fetchval("SELECT 1 FROM sygmax_team WHERE workspace_id = $1 AND lower(name) = lower($2)",
-                                     workspace_id, name):
-            raise Problem(409, "conflict", f"A team named {name!r} already exists", field="name")
+        await _check_limit(connection, "sygmax_team", MAX_TEAMS, "teams", workspace_id)
+        await _check_name_free(connection, "sygmax_team", "team", workspace_id, name)
         await connection.execute(
             "INSERT INTO sygmax_team (id, workspace_id, name, description) VALUES ($1, $2, $3, $4)",
             team_id, workspace_id, name, description)
@@ -470,19 +485,16 @@ async def do_update_team(actor: Actor, db, workspace_id: uuid.UUID, team_id: uui
     if name is not None:
         name = clean_text(name, "name", max_length=NAME_MAX)
     if description is not None:
-        description = clean_text(description, "description", max_length=DESCRIPTION_MAX, allow_empty=True,
-                                 multiline=True)
+        description = _clean_description(description)
     async with transaction(db) as connection:
-        await policy.require(connection, actor, "teams.manage", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "teams.manage", workspace_id, source)
         current = await _team_row(connection, workspace_id, team_id)
-        if name is not None and name.lower() != current["name"].lower() and await connection.fetchval(
-                "SELECT 1 FROM sygmax_team WHERE workspace_id = $1 AND lower(name) = lower($2)", workspace_id, name):
-            raise Problem(409, "conflict", f"A team named {name!r} already exists", field="name")
+        if name is not None and name.lower() != current["name"].lower():
+            await _check_name_free(connection, "sygmax_team", "team", workspace_id, name)
         await connection.execute(
             "UPDATE sygmax_team SET name = coalesce($3, name), description = coalesce($4, description) "
             "WHERE workspace_id = $1 AND id = $2", workspace_id, team_id, name, description)
-        changes = {key: value for key, value in (("name", name), ("description", description)) if value is not None}
+        changes = _given(name=name, description=description)
         await audit.record(connection, actor_id=actor.user_id, action="team.update", object_type="team",
                            object_id=team_id, workspace_id=workspace_id, source=source, details=changes)
         return _team_view(await _team_row(connection, workspace_id, team_id))
@@ -491,8 +503,7 @@ async def do_update_team(actor: Actor, db, workspace_id: uuid.UUID, team_id: uui
 async def do_delete_team(actor: Actor, db, workspace_id: uuid.UUID, team_id: uuid.UUID, *,
                          source: Source | None = None) -> None:
     async with transaction(db) as connection:
-        await policy.require(connection, actor, "teams.manage", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "teams.manage", workspace_id, source)
         current = await _team_row(connection, workspace_id, team_id)
         await connection.execute("DELETE FROM sygmax_team WHERE workspace_id = $1 AND id = $2", workspace_id, team_id)
         await audit.record(connection, actor_id=actor.user_id, action="team.delete", object_type="team",
@@ -503,8 +514,7 @@ async def do_delete_team(actor: Actor, db, workspace_id: uuid.UUID, team_id: uui
 async def list_team_members(actor: Actor, db, workspace_id: uuid.UUID, team_id: uuid.UUID, *,
                             source: Source | None = None) -> list[MemberView]:
     async with connection_of(db) as connection:
-        await policy.require(connection, actor, "members.read", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "members.read", workspace_id, source)
         await _team_row(connection, workspace_id, team_id)
         rows = await connection.fetch(
             _MEMBER_SQL + " AND m.user_id IN (SELECT user_id FROM sygmax_team_member WHERE team_id = $2)"
@@ -515,8 +525,7 @@ async def list_team_members(actor: Actor, db, workspace_id: uuid.UUID, team_id: 
 async def do_add_team_member(actor: Actor, db, workspace_id: uuid.UUID, team_id: uuid.UUID, user_id: uuid.UUID, *,
                              source: Source | None = None) -> MemberView:
     async with transaction(db) as connection:
-        await policy.require(connection, actor, "teams.manage", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "teams.manage", workspace_id, source)
         await _team_row(connection, workspace_id, team_id)
         member = await _member_row(connection, workspace_id, user_id)
         added = await connection.fetchval(
@@ -532,8 +541,7 @@ async def do_add_team_member(actor: Actor, db, workspace_id: uuid.UUID, team_id:
 async def do_remove_team_member(actor: Actor, db, workspace_id: uuid.UUID, team_id: uuid.UUID,
                                 user_id: uuid.UUID, *, source: Source | None = None) -> None:
     async with transaction(db) as connection:
-        await policy.require(connection, actor, "teams.manage", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "teams.manage", workspace_id, source)
         await _team_row(connection, workspace_id, team_id)
         removed = await connection.fetchval(
             "DELETE FROM sygmax_team_member WHERE workspace_id = $1 AND team_id = $2 AND user_id = $3 RETURNING 1",
@@ -569,10 +577,7 @@ def _role_view(row) -> RoleView:
 
 
 async def _role_row(connection, workspace_id: uuid.UUID, role_id: uuid.UUID):
-    row = await connection.fetchrow(_ROLE_SQL + " AND r.id = $2", workspace_id, role_id)
-    if row is None:
-        raise Problem(404, "not-found", "No such role")
-    return row
+    return await _fetch_one(connection, "role", _ROLE_SQL + " AND r.id = $2", workspace_id, role_id)
 
 
 def check_role_name(name: str) -> str:
@@ -592,8 +597,7 @@ def check_role_name(name: str) -> str:
 async def list_roles(actor: Actor, db, workspace_id: uuid.UUID, *, plugins=(), source: Source | None = None
                      ) -> list[RoleView]:
     async with connection_of(db) as connection:
-        await policy.require(connection, actor, "workspace.read", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "workspace.read", workspace_id, source)
         counts = dict(await connection.fetch(
             "SELECT role, count(*) FROM sygmax_membership WHERE workspace_id = $1 AND role IS NOT NULL "
             "GROUP BY role", workspace_id))
@@ -608,8 +612,7 @@ async def list_roles(actor: Actor, db, workspace_id: uuid.UUID, *, plugins=(), s
 async def get_role(actor: Actor, db, workspace_id: uuid.UUID, role_id: uuid.UUID, *,
                    source: Source | None = None) -> RoleView:
     async with connection_of(db) as connection:
-        await policy.require(connection, actor, "workspace.read", workspace_id=workspace_id,
-                             request_id=source and source.request_id)
+        await _require(connection, actor, "workspace.read", workspace_id, source)
         return _role_view(await _role_row(connection, workspace_id, role_id))
 
 
@@ -622,22 +625,16 @@ def _check_can_define(found: Access, codes: Iterable[str]) -> None:
 
 async def do_create_role(actor: Actor, db, workspace_id: uuid.UUID, *, name: str, permissions: list[str],
                          description: str = "", plugins=(), source: Source | None = None) -> RoleView:
-    description = clean_text(description, "description", max_length=DESCRIPTION_MAX, allow_empty=True,
-                             multiline=True)
+    description = _clean_description(description)
     role_id = uuid.uuid4()
     async with transaction(db) as connection:
-        found = await policy.require(connection, actor, "roles.manage", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "roles.manage", workspace_id, source)
         name = check_role_name(name)
         codes = policy.check_permission_codes(permissions, plugins, "permissions")
         _check_can_define(found, codes)
         await _lock_workspace(connection, workspace_id)
-        if await connection.fetchval("SELECT count(*) FROM sygmax_role WHERE workspace_id = $1",
-                                     workspace_id) >= MAX_CUSTOM_ROLES:
-            raise Problem(409, "limit-reached", f"A workspace has at most {MAX_CUSTOM_ROLES} custom roles")
-        if await connection.fetchval("SELECT 1 FROM sygmax_role WHERE workspace_id = $1 AND lower(name) = lower($2)",
-                                     workspace_id, name):
-            raise Problem(409, "conflict", f"A role named {name!r} already exists", field="name")
+        await _check_limit(connection, "sygmax_role", MAX_CUSTOM_ROLES, "custom roles", workspace_id)
+        await _check_name_free(connection, "sygmax_role", "role", workspace_id, name)
         await connection.execute(
             "INSERT INTO sygmax_role (id, workspace_id, name, description, permissions) VALUES ($1, $2, $3, $4, $5)",
             role_id, workspace_id, name, description, codes)
@@ -651,11 +648,9 @@ async def do_update_role(actor: Actor, db, workspace_id: uuid.UUID, role_id: uui
                          description: str | None = None, permissions: list[str] | None = None, plugins=(),
                          source: Source | None = None) -> RoleView:
     if description is not None:
-        description = clean_text(description, "description", max_length=DESCRIPTION_MAX, allow_empty=True,
-                                 multiline=True)
+        description = _clean_description(description)
     async with transaction(db) as connection:
-        found = await policy.require(connection, actor, "roles.manage", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "roles.manage", workspace_id, source)
         if name is not None:
             name = check_role_name(name)
         codes = (policy.check_permission_codes(permissions, plugins, "permissions") if permissions is not None
@@ -666,15 +661,13 @@ async def do_update_role(actor: Actor, db, workspace_id: uuid.UUID, role_id: uui
         _check_can_define(found, current["permissions"])
         if codes is not None:
             _check_can_define(found, codes)
-        if name is not None and name.lower() != current["name"].lower() and await connection.fetchval(
-                "SELECT 1 FROM sygmax_role WHERE workspace_id = $1 AND lower(name) = lower($2)", workspace_id, name):
-            raise Problem(409, "conflict", f"A role named {name!r} already exists", field="name")
+        if name is not None and name.lower() != current["name"].lower():
+            await _check_name_free(connection, "sygmax_role", "role", workspace_id, name)
         await connection.execute(
             """UPDATE sygmax_role SET name = coalesce($3, name), description = coalesce($4, description),
                       permissions = coalesce($5, permissions), updated_at = now()
                WHERE workspace_id = $1 AND id = $2""", workspace_id, role_id, name, description, codes)
-        details: dict = {key: value for key, value in (("name", name), ("description", description))
-                         if value is not None}
+        details = _given(name=name, description=description)
         if codes is not None:
             details["permissions"] = {"from": sorted(current["permissions"]), "to": codes}
         await audit.record(connection, actor_id=actor.user_id, action="role.update", object_type="role",
@@ -685,8 +678,7 @@ async def do_update_role(actor: Actor, db, workspace_id: uuid.UUID, role_id: uui
 async def do_delete_role(actor: Actor, db, workspace_id: uuid.UUID, role_id: uuid.UUID, *,
                          source: Source | None = None) -> None:
     async with transaction(db) as connection:
-        found = await policy.require(connection, actor, "roles.manage", workspace_id=workspace_id,
-                                     request_id=source and source.request_id)
+        found = await _require(connection, actor, "roles.manage", workspace_id, source)
         await _lock_workspace(connection, workspace_id)
         current = await _role_row(connection, workspace_id, role_id)
         _check_can_define(found, current["permissions"])
