@@ -102,9 +102,7 @@ class RateLimiter:
                     return False, lease.retry_at - now, 0
             pending = self._refills.get(key)
             if pending is None:
-                pending = asyncio.ensure_future(self._refill(key, per_minute))
-                self._refills[key] = pending
-                pending.add_done_callback(lambda _done, key=key: self._refills.pop(key, None))
+                pending = self._refills[key] = asyncio.ensure_future(self._refill(key, per_minute))
             if not await asyncio.shield(pending):
                 return True, 0.0, 0  # Redis unavailable: fail open
 
@@ -117,6 +115,10 @@ class RateLimiter:
         except RedisError as exc:
             log.warning("rate_limit_unavailable", error=str(exc))
             return False
+        finally:
+            # Unregistered here, before any waiter resumes: awaiting an already finished
+            # future does not yield, so a waiter that found it still registered would spin.
+            self._refills.pop(key, None)
         now = time.monotonic()
         lease = self.leases.get(key)
         if lease is None or lease.expires <= now:

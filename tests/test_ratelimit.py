@@ -57,3 +57,20 @@ async def test_redis_down_fails_open():
     limiter = RateLimiter(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2), prefix="x")
     assert (await limiter.hit("ip:x", 10))[0] is True
     await limiter.redis.aclose()
+
+
+async def test_steady_concurrent_load_never_stalls(redis):
+    """Many callers draining and refilling one lease continuously (a server under wrk)."""
+    limiter = RateLimiter(redis, prefix="test:rl3")
+    served = 0
+    deadline = time.monotonic() + 1.0
+
+    async def caller() -> None:
+        nonlocal served
+        while time.monotonic() < deadline:
+            allowed, _, _ = await asyncio.wait_for(limiter.hit("ip:steady", 10_000_000), 2)
+            assert allowed
+            served += 1
+
+    await asyncio.gather(*(caller() for _ in range(64)))
+    assert served > 500
