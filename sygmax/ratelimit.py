@@ -2,7 +2,7 @@
 
 One Lua script refills and takes tokens atomically in Redis. To keep a Redis round trip
 off most requests, each process *leases* a few tokens at a time (at most a hundredth of
-the per-minute limit, at most 20) and spends them locally; the only cost is that a
+the per-minute limit, at most 200) and spends them locally; the only cost is that a
 bucket may be overspent by one lease per process at the instant it runs dry. Leases
 expire after a second so an idle process does not sit on tokens.
 
@@ -70,6 +70,12 @@ return {granted, tostring(wait)}
 """
 
 LEASE_SECONDS = 1.0
+MAX_LEASE = 200
+
+
+def lease_size(per_minute: int) -> int:
+    """Tokens taken per Redis call: 1% of the budget, so the overshoot is bounded at 1% per process."""
+    return max(1, min(MAX_LEASE, per_minute // 100))
 
 
 @dataclass
@@ -107,7 +113,7 @@ class RateLimiter:
                 return True, 0.0, 0  # Redis unavailable: fail open
 
     async def _refill(self, key: str, per_minute: int) -> bool:
-        batch = max(1, min(20, per_minute // 100))
+        batch = lease_size(per_minute)
         try:
             granted, wait = await self.script(
                 keys=[f"{self.prefix}:{key}"], args=[per_minute, per_minute / 60.0, batch, time.time()]

@@ -9,7 +9,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from sygmax.ratelimit import RateLimiter
+from sygmax.ratelimit import RateLimiter, lease_size
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ async def test_a_concurrent_burst_spends_the_bucket_exactly(redis, per_minute, b
     results = await asyncio.gather(*(limiter.hit("ip:1.2.3.4", per_minute) for _ in range(burst)))
     refilled = math.ceil((time.monotonic() - started) * per_minute / 60)
     allowed = sum(1 for ok, _, _ in results if ok)
-    lease = max(1, min(20, per_minute // 100))
+    lease = lease_size(per_minute)
     # The bucket starts full and refills during the burst; nothing granted is lost or exceeded.
     assert per_minute <= allowed <= per_minute + refilled + lease
     assert calls[0] <= allowed // lease + 3  # one refill per lease, refusals answered locally
