@@ -17,9 +17,9 @@ from litestar.testing import AsyncTestClient
 from sygmax.config import load_settings
 from sygmax.kernel import Kernel
 from sygmax.plugins import discover_plugins
+from tests.conftest import assert_problem  # noqa: F401 (re-exported to the auth tests)
 from tests.servers import free_port
 
-PROBLEM = "application/problem+json"
 PASSWORD = "correct horse battery"
 
 
@@ -109,21 +109,6 @@ async def kernel_for(auth_settings):
     yield build
     for kernel in kernels:
         await kernel.stop()
-
-
-@pytest.fixture
-async def db(database_url):
-    connection = await asyncpg.connect(database_url)
-    yield connection
-    await connection.close()
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.text
-    body = response.json()
-    assert body["type"] == f"https://sygmax.dev/problems/{slug}", body
-    return body
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from sygmax.plugins import Plugin, discover_plugins, order_plugins
 from tests.servers import PostgresServer, RedisServer
 
 TEMPLATE_DB = "sygmax_template"
+PROBLEM = "application/problem+json"
 _counter = itertools.count()
 
 
@@ -137,3 +138,21 @@ async def client(make_app):
 
     async with AsyncTestClient(app=make_app("api")) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def db(database_url):
+    """A plain asyncpg connection to the test's database, for setup and "nothing changed" checks."""
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+def assert_problem(response, status: int, slug: str) -> dict:
+    """The response is an RFC 9457 problem of this status and type; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM), response.text
+    body = response.json()
+    assert body["type"] == f"https://sygmax.dev/problems/{slug}", body
+    assert body["status"] == status and body["detail"], body
+    return body

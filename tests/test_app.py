@@ -11,9 +11,9 @@ from litestar.testing import AsyncTestClient
 from sygmax.config import load_settings
 from sygmax.db.migrations import migrate, plan
 from sygmax.plugins import discover_plugins
+from tests.conftest import assert_problem
 from tests.fixtures.sample_plugin import HANDLED, TICKS, SampleSettings, make_plugin
 
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
@@ -35,15 +35,6 @@ async def sample_client(sample, make_app):
     plugins, settings_with = sample
     async with AsyncTestClient(app=make_app("api", plugins, settings_with())) as test_client:
         yield test_client
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["type"] == f"https://sygmax.dev/problems/{slug}"
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 async def test_healthz_and_request_ids(client):

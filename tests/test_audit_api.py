@@ -10,7 +10,6 @@ from tests.workspace_helpers import snapshot
 
 # Fixtures shared with the other identity tests.
 api = workspace_helpers.api
-db = workspace_helpers.db
 
 W = "/api/v1/workspaces"
 

@@ -37,7 +37,6 @@ from tests.auth_helpers import (  # noqa: F401
     auth_client,
     auth_settings,
     bearer,
-    db,
     kernel_for,
     login,
     register,

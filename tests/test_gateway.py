@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
-import asyncpg
 import msgspec
 import pytest
 from litestar import get
@@ -26,28 +25,13 @@ from sygmax.config import load_settings
 from sygmax.kernel import Kernel
 from sygmax.plugins import Plugin, discover_plugins
 from sygmax.versioning import add_month, canary_bucket, in_canary
+from tests.conftest import assert_problem
 
-PROBLEM = "application/problem+json"
 HOSTILE_NAMES = ["Bad", "'; DROP TABLE sygmax_feature_flag--", "<script>", "x" * 65, "1abc", "a b", "ä"]
 
 
 def settings_with(environ, tmp_path, **overrides):
     return load_settings(tmp_path / "absent.toml", environ={**environ, **overrides})
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
-    assert body["type"] == f"https://sygmax.dev/problems/{slug}", body
-    return body
-
-
-@pytest.fixture
-async def db(database_url):
-    connection = await asyncpg.connect(database_url)
-    yield connection
-    await connection.close()
 
 
 # ---------------------------------------------------------------------------------------------

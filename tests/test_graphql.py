@@ -10,7 +10,7 @@ from litestar.testing import AsyncTestClient
 
 from sygmax.config import load_settings
 from sygmax.plugins import discover_plugins
-from tests.workspace_helpers import DOCS, Api, api, db  # noqa: F401 (fixtures)
+from tests.workspace_helpers import DOCS, Api, api  # noqa: F401 (fixtures)
 
 URL = "/api/graphql"
 W = "/api/v1/workspaces"

@@ -9,17 +9,16 @@ import uuid
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
 from sygmax.auth.oidc import pkce_challenge, safe_next
 from sygmax.config import ConfigError, load_settings
+from tests.conftest import assert_problem
 from tests.oidc_provider import CLIENT_ID, OidcProviderServer
 from tests.servers import free_port
 
-PROBLEM = "application/problem+json"
 BASE = "/api/v1/auth/oidc"
 
 
@@ -37,13 +36,6 @@ def fresh_idp(idp):
     idp.user = {"sub": f"subject-{uuid.uuid4().hex[:8]}", "email": "new.person@example.org", "email_verified": True,
                 "name": "New Person"}
     yield idp
-
-
-@pytest.fixture
-async def db(database_url):
-    connection = await asyncpg.connect(database_url)
-    yield connection
-    await connection.close()
 
 
 def oidc_settings(environ, tmp_path, idp, registration: str = "open", **extra):
@@ -73,14 +65,6 @@ async def browser(app):
 async def web(app_for):
     async with browser(app_for()) as client:
         yield client
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
-    assert body["type"] == f"https://sygmax.dev/problems/{slug}", body
-    return body
 
 
 async def start(web, provider: str = "test", next_path: str | None = None) -> str:

@@ -22,7 +22,6 @@ from tests.workspace_helpers import DOCS, Api, snapshot
 
 # Fixtures shared with the other identity tests.
 api = workspace_helpers.api
-db = workspace_helpers.db
 
 W = "/api/v1/workspaces"
 

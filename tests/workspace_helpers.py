@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
 from sygmax.plugins import Permission, Plugin, discover_plugins
+from tests.conftest import PROBLEM
 
-PROBLEM = "application/problem+json"
 
 # A module with objects ("docs.page") and permissions, as a real plugin would declare them.
 DOCS = Plugin(
@@ -69,13 +68,6 @@ async def api(make_app):
     plugins = {**discover_plugins(), "docs": DOCS}
     async with AsyncTestClient(app=make_app("api", plugins=plugins)) as client:
         yield Api(client)
-
-
-@pytest.fixture
-async def db(database_url):
-    connection = await asyncpg.connect(database_url)
-    yield connection
-    await connection.close()
 
 
 async def snapshot(connection) -> dict[str, list]:
