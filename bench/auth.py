@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import jwt  # noqa: E402
 from argon2 import PasswordHasher, Type  # noqa: E402
 
+from bench.report import emit  # noqa: E402
 from sygmax.auth import accounts  # noqa: E402
 from sygmax.auth.audit import Source  # noqa: E402
 from sygmax.auth.keys import keyring, verify_access_token  # noqa: E402
@@ -203,11 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "argon2_raw": bench_argon2(auth, args.argon2_verifies),
         **measured,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    emit(report, RESULTS, write=not args.no_write)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import emit
 from tests.servers import PostgresServer, RedisServer, free_port
 
 RESULTS = ROOT / "bench" / "results" / "http_baseline.json"
@@ -389,11 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "users_me_target": {"rps": USERS_ME_RPS_TARGET, "p99_ms": USERS_ME_P99_TARGET_MS, "by_server": users_me},
         "healthz_ratio_target": HEALTHZ_RATIO_TARGET,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    emit(report, RESULTS, write=not args.no_write)
     return 0
 
 

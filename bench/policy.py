@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
+from bench.report import emit  # noqa: E402
 from sygmax.auth.policy import authorize, declare_permissions  # noqa: E402
 from sygmax.auth.tokens import Actor  # noqa: E402
 from sygmax.db.migrations import migrate, plan  # noqa: E402
@@ -304,9 +305,7 @@ def main() -> None:
     if args.grants_per_object < 3 or args.members < 120:
         parser.error("--grants-per-object needs at least 3 and --members at least 120")
     result = asyncio.run(run(args))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    emit(result, RESULTS)
 
 
 if __name__ == "__main__":
