@@ -1,0 +1,5 @@
+"""The ai module's plugin object (being built; see the open issue)."""
+
+from sygmax.plugins import Plugin
+
+plugin = Plugin(name="ai", version="1")

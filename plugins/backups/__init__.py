@@ -1,0 +1,1 @@
+"""Backups: the daily scheduled backup with retention, run by the scheduler profile."""

@@ -1,0 +1,1 @@
+"""Chats: channels, direct messages, threads and realtime delivery."""

@@ -1,0 +1,5 @@
+"""The chats module's plugin object (being built; see the open issue)."""
+
+from sygmax.plugins import Plugin
+
+plugin = Plugin(name="chats", version="1")
