@@ -33,6 +33,7 @@ from sygmax.plugins import Plugin, discover_plugins, order_plugins
 from sygmax.gateway import Gateway
 from sygmax.runtime import start_consumers, start_scheduler
 from sygmax.storage.routes import storage_routes
+from sygmax.web.spa import SPAMiddleware, asset_router
 
 
 def load_configuration(installed: dict[str, Plugin] | None = None) -> tuple[Settings, dict[str, Plugin]]:
@@ -130,7 +131,8 @@ def create_app(
     gateway = Gateway(settings, kernel)
     handlers: list = [healthz, readyz, metrics]
     if any(profile.http_routes for profile in profiles):
-        handlers += [*kernel_api_handlers(), *gateway.handlers(), *storage_routes(kernel.storage)]
+        handlers += [*kernel_api_handlers(), *gateway.handlers(), *storage_routes(kernel.storage),
+                     asset_router()]
     handlers += _plugin_routers(plugins, profiles)
 
     app = Litestar(
@@ -158,7 +160,10 @@ def create_app(
     # Wrap Litestar's outermost handler (where it mounts CORS itself) so unrouted requests
     # are rate-limited, counted and logged like every other request.
     # The gateway adds security headers, per-IP/login rate limits and API versioning (sygmax/gateway.py).
-    app.asgi_handler = ObservabilityMiddleware(gateway.wrap(app, app.asgi_handler),
+    # The api profile also serves the web UI (sygmax/web/spa.py): browser navigations to
+    # client routes get index.html, inside the gateway so they carry the security headers.
+    inner = SPAMiddleware(app.asgi_handler) if any(profile.http_routes for profile in profiles) else app.asgi_handler
+    app.asgi_handler = ObservabilityMiddleware(gateway.wrap(app, inner),
                                                access_log=settings.log.access_log,
                                                trusted_proxies=frozenset(settings.server.trusted_proxies))
     add_problem_responses(app)
