@@ -13,8 +13,9 @@ See :mod:`appliance.backup.archive` for the format and why it is built that way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from appliance.backup.create import BackupResult

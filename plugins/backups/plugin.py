@@ -1,5 +1,0 @@
-"""The backups module's plugin object (being built; see the open issue)."""
-
-from sygmax.plugins import Plugin
-
-plugin = Plugin(name="backups", version="1")
