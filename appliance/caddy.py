@@ -62,8 +62,14 @@ class CaddyAdmin(CaddyAPIClient):
             return False
 
 
-def _proxy(state: ApplianceState, profile_name: str, handler_id: str) -> dict | None:
-    upstreams = [{"dial": f"127.0.0.1:{port}"} for _, port in state.profile_processes(PROFILES[profile_name])]
+def _proxy(
+    state: ApplianceState, profile_name: str, handler_id: str, without: frozenset[int] = frozenset()
+) -> dict | None:
+    upstreams = [
+        {"dial": f"127.0.0.1:{port}"}
+        for _, port in state.profile_processes(PROFILES[profile_name])
+        if port not in without
+    ]
     if not upstreams:
         return None
     return {
@@ -82,10 +88,11 @@ def _proxy(state: ApplianceState, profile_name: str, handler_id: str) -> dict | 
     }
 
 
-def desired_config(state: ApplianceState) -> dict:
+def desired_config(state: ApplianceState, without: frozenset[int] = frozenset()) -> dict:
+    """The node's Caddy document; ``without``: ports left out of the upstreams (a process draining)."""
     layout = state.layout
     routes: list[dict] = []
-    realtime = _proxy(state, "realtime", "sygmax-realtime")
+    realtime = _proxy(state, "realtime", "sygmax-realtime", without)
     if realtime is not None:
         routes.append({"match": [{"path": ["/ws/*"]}], "handle": [realtime], "terminal": True})
     routes.append(
@@ -98,7 +105,7 @@ def desired_config(state: ApplianceState) -> dict:
             "terminal": True,
         }
     )
-    api = _proxy(state, "api", "sygmax-api")
+    api = _proxy(state, "api", "sygmax-api", without)
     routes.append(
         {
             "handle": [
@@ -131,10 +138,10 @@ def desired_config(state: ApplianceState) -> dict:
     }
 
 
-def apply(state: ApplianceState) -> bool:
-    """Make Caddy run the node's configuration; True if anything changed."""
+def apply(state: ApplianceState, without: frozenset[int] = frozenset()) -> bool:
+    """Make Caddy run the node's configuration (less the ``without`` ports); True if anything changed."""
     admin = CaddyAdmin(state.caddy_admin_url)
-    wanted = desired_config(state)
+    wanted = desired_config(state, without)
     if _normalise(admin.config()) == _normalise(wanted):
         return False
     admin.load(wanted)

@@ -80,6 +80,12 @@ class Layout:
         return self.opt / "static"
 
     @property
+    def releases(self) -> Path:
+        """``deployments/<version>``: one venv per release installed by ``sygmax upgrade``, and
+        ``deployments/current``, a link to the venv that serves."""
+        return self.opt / "deployments"
+
+    @property
     def caddy_data(self) -> Path:
         """Caddy's data dir (certificates, the internal CA) is ``$XDG_DATA_HOME/caddy``."""
         return self.data / "caddy"
@@ -130,6 +136,9 @@ class ApplianceState:
     service_user: str = "sygmax"
     admin_created: bool = False
     version: str = ""
+    # The release that served before the last upgrade or rollback: what `sygmax upgrade --rollback` returns to.
+    previous_venv: str = ""
+    previous_version: str = ""
 
     @property
     def layout(self) -> Layout:

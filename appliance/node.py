@@ -65,7 +65,15 @@ def wait_healthy(state: ApplianceState, programs: list[str], timeout: float = HE
         port = port_of(state, program)
         if port is None:
             continue
-        if not wait_for(lambda: process_health(port).ok, timeout):
+
+        def healthy_or_given_up(port: int = port, program: str = program) -> bool:
+            # FATAL: supervisord stopped retrying a process that keeps exiting; waiting longer is pointless.
+            if process_health(port).ok:
+                return True
+            status = sup.status().get(program)
+            return status is not None and status.state == "FATAL"
+
+        if not wait_for(healthy_or_given_up, timeout) or not process_health(port).ok:
             status = sup.status().get(program)
             raise NodeError(
                 f"{program} did not become healthy on 127.0.0.1:{port} within {timeout:.0f}s "
@@ -107,12 +115,19 @@ def ensure_supervisor(state: ApplianceState) -> bool:
 
 
 def converge_programs(
-    state: ApplianceState, changes: Changes, progress: Callable[[str], None] | None = None
+    state: ApplianceState,
+    changes: Changes,
+    progress: Callable[[str], None] | None = None,
+    health_timeout: float = HEALTH_TIMEOUT,
 ) -> None:
     """Bring supervisord's programs in line with the files the roles wrote, without dropping requests.
 
     New processes start and must be healthy before Caddy is told about them; removed ones leave
-    Caddy first. Processes whose definition changed are re-created one at a time.
+    Caddy first. Processes whose definition changed (a new release's venv, say) are re-created
+    one at a time in profile order: each first leaves Caddy's upstreams and drains (when its
+    profile has another process to take the traffic), then is replaced and must answer
+    ``/healthz`` before it rejoins Caddy and the next one goes. A process that does not become
+    healthy raises :class:`NodeError` and stays out of Caddy.
     """
     sup = Supervisor(state)
     added, changed, removed = sup.reread()
@@ -122,13 +137,17 @@ def converge_programs(
         sup.add(name)
         changes.add(f"started {name}")
     if added:
-        wait_healthy(state, added)
-    for name in changed:
+        wait_healthy(state, added, health_timeout)
+    order = [program for _, program, _ in state.all_processes()]
+    for name in sorted(changed, key=lambda name: order.index(name) if name in order else len(order)):
         if progress:
             progress(f"restarting {name} (definition changed)")
+        drained = _drain(state, name)
         sup.remove(name)
         sup.add(name)
-        wait_healthy(state, [name])
+        wait_healthy(state, [name], health_timeout)
+        if drained:
+            caddy.apply(state)
         changes.add(f"re-created {name}")
     # Every program of the node runs (a stopped one from a failed earlier run, say).
     for name, status in sup.status().items():
@@ -148,6 +167,20 @@ def converge_programs(
         sup.remove(name)
         changes.add(f"removed {name}")
     wait_healthy(state, [program for _, program, _ in state.all_processes()])
+
+
+def _drain(state: ApplianceState, program: str) -> bool:
+    """Take ``program`` out of Caddy's upstreams and let its requests finish; False if it cannot
+    leave (the only process of its profile, or not behind Caddy), so it restarts in place and
+    Caddy's retries (try_duration) cover the gap."""
+    for profile, name, port in state.all_processes():
+        if name == program:
+            if profile.behind_proxy is None or state.processes.get(profile.name, 0) < 2:
+                return False
+            caddy.apply(state, without=frozenset({port}))
+            time.sleep(DRAIN_SECONDS)
+            return True
+    return False
 
 
 def start(state: ApplianceState, target: str | None) -> list[str]:

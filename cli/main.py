@@ -17,6 +17,7 @@ from cli.commands import scale as scale_command
 from cli.commands import status as status_command
 from cli.commands import uninstall as uninstall_command
 from cli.commands import updown as updown_command
+from cli.commands import upgrade as upgrade_command
 from cli.commands import user as user_command
 from cli.commands import version as version_command
 
@@ -39,6 +40,7 @@ app.command("restart")(updown_command.restart)
 app.command("scale")(scale_command.scale)
 app.command("doctor")(doctor_command.doctor)
 app.command("uninstall")(uninstall_command.uninstall)
+app.command("upgrade")(upgrade_command.upgrade)
 app.add_typer(config_command.app, name="config")
 app.add_typer(flags_command.app, name="flags")
 app.add_typer(audit_command.app, name="audit")

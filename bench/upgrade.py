@@ -1,0 +1,362 @@
+"""Upgrade benchmark, and the harness tests/test_upgrade.py shares with it.
+
+    sudo .venv/bin/python bench/upgrade.py [--clients 4] [--no-write]
+
+Installs a node (``sygmax install``, root, no systemd, a fresh prefix on free ports), builds the
+next release from this checkout (version bump plus a new migration), then, while clients send
+requests through Caddy over HTTPS without pause (GET /healthz, GET /api/v1/workspaces with a
+bearer token, and a POST /api/v1/workspaces every 20th request):
+
+* ``steady``: requests/s for 15 s before the upgrade (the peer, same clients, same node);
+* ``upgrade``: ``sygmax upgrade --to <release> --yes`` (pre-flight, new venv beside the old,
+  pre-upgrade backup, migration, rolling restart): its wall time, the requests/s served while
+  it ran and every request that failed (must be 0);
+* ``ratio_upgrade_over_steady``: requests/s during the upgrade over steady state.
+
+Uninstalls at the end. Prints one JSON object and writes bench/results/upgrade.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SYGMAX = str(BIN / "sygmax")
+PASSWORD = "correct horse battery staple 42"
+ADMIN = "admin@example.org"
+# What a release is built from: the package's own directories and metadata, nothing else.
+RELEASE_FILES = ("pyproject.toml", "README.md", "sygmax", "cli", "appliance", "plugins", "profiles", "roles")
+# An operator's config kept by every install: the clients all come from 127.0.0.1, so per-IP and
+# per-user limits would measure the limiter, not the upgrade.
+NODE_CONFIG = "[rate_limit]\nenabled = false\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_block(size: int) -> int:
+    """A base port with ``size`` free loopback ports after it."""
+    for base in range(31000, 60000, 101):
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free block of ports")
+
+
+def bump(version: str, minor: int = 1) -> str:
+    """``0.1.0`` -> ``0.2.0``: the next release's version."""
+    major, rest = version.split(".", 1)
+    return f"{major}.{int(rest.split('.')[0]) + minor}.0"
+
+
+def build_release(
+    dest: Path, version: str, migration: str | None = None, break_startup: bool = False, source: Path = ROOT
+) -> Path:
+    """A Sygmax source tree at ``dest``: this checkout with ``version``, plus ``migration`` as the
+    kernel's next migration step, and, with ``break_startup``, a ``sygmax run`` that exits at once
+    (a release whose processes never become healthy)."""
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    for name in RELEASE_FILES:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    pyproject = dest / "pyproject.toml"
+    text, count = re.subn(r'(?m)^version = "[^"]+"$', f'version = "{version}"', pyproject.read_text())
+    assert count == 1, "pyproject.toml: no static version line"
+    pyproject.write_text(text)
+    init = dest / "sygmax" / "__init__.py"
+    text, count = re.subn(r'(?m)^__version__ = "[^"]+"$', f'__version__ = "{version}"', init.read_text())
+    assert count == 1, "sygmax/__init__.py: no __version__ line"
+    init.write_text(text)
+    if migration is not None:
+        steps = dest / "sygmax" / "db" / "migrations"
+        number = max(int(path.name[:4]) for path in steps.glob("*.sql")) + 1
+        slug = "release_" + version.replace(".", "_")
+        (steps / f"{number:04d}_{slug}.sql").write_text(migration)
+    if break_startup:
+        run = dest / "cli" / "commands" / "run.py"
+        text = run.read_text()
+        anchor = "    settings, _ = load_or_fail()\n"
+        assert anchor in text, "cli/commands/run.py changed: update build_release(break_startup=True)"
+        run.write_text(
+            text.replace(
+                anchor, '    fail("this release is broken on purpose (tests/test_upgrade.py)")\n' + anchor, 1
+            )
+        )
+    return dest
+
+
+@dataclass
+class Node:
+    prefix: Path
+    http_port: int
+    https_port: int
+    base_port: int
+
+    @classmethod
+    def fresh(cls) -> Node:
+        # Under a directory the node's service users can reach (pytest's own tmp dir is 0700).
+        parent = Path(tempfile.mkdtemp(prefix="sygmax-upgrade-", dir="/tmp"))
+        parent.chmod(0o755)
+        return cls(parent / "node", free_port(), free_port(), free_block(83))
+
+    @property
+    def ca(self) -> ssl.SSLContext:
+        """Trust exactly Caddy's internal CA root, read from the node's data directory."""
+        return ssl.create_default_context(
+            cafile=str(self.prefix / "var/lib/sygmax/caddy/caddy/pki/authorities/local/root.crt")
+        )
+
+    def url(self, path: str) -> str:
+        return f"https://localhost:{self.https_port}{path}"
+
+    def sygmax(
+        self, *args: str, stdin: str | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SYGMAX_")}
+        env["COLUMNS"] = "200"
+        return subprocess.run(
+            [SYGMAX, *args, "--prefix", str(self.prefix)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def install(self, config: str = NODE_CONFIG) -> None:
+        etc = self.prefix / "etc/sygmax"
+        etc.mkdir(parents=True)
+        (etc / "sygmax.toml").write_text(config)
+        done = self.sygmax(
+            "install",
+            "--http-port",
+            str(self.http_port),
+            "--https-port",
+            str(self.https_port),
+            "--base-port",
+            str(self.base_port),
+            "--admin-email",
+            ADMIN,
+            "--admin-password-stdin",
+            stdin=PASSWORD + "\n",
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"sygmax install failed:\n{done.stdout}\n{done.stderr}")
+
+    def uninstall(self) -> subprocess.CompletedProcess:
+        done = self.sygmax("uninstall", "--yes")
+        shutil.rmtree(self.prefix.parent, ignore_errors=True)
+        return done
+
+    def token(self) -> str:
+        import httpx
+
+        with httpx.Client(verify=self.ca, timeout=30) as client:
+            login = client.post(self.url("/api/v1/auth/login"), json={"email": ADMIN, "password": PASSWORD})
+            login.raise_for_status()
+            return login.json()["access_token"]
+
+    def info(self, token: str) -> dict:
+        """GET /api/v1/system/info through Caddy: the version the api processes run."""
+        import httpx
+
+        response = httpx.get(
+            self.url("/api/v1/system/info"),
+            headers={"Authorization": f"Bearer {token}"},
+            verify=self.ca,
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def state(self) -> dict:
+        return json.loads((self.prefix / "etc/sygmax/appliance.json").read_text())
+
+    def query(self, sql: str) -> list:
+        """Rows of ``sql`` on the node's database, as the node's own user."""
+        import asyncpg
+
+        url = tomllib.loads((self.prefix / "etc/sygmax/sygmax.toml").read_text())["database"]["url"]
+
+        async def run() -> list:
+            connection = await asyncpg.connect(url, timeout=10)
+            try:
+                return [tuple(row) for row in await connection.fetch(sql)]
+            finally:
+                await connection.close()
+
+        return asyncio.run(run())
+
+
+@dataclass
+class Traffic:
+    """Clients sending requests through Caddy without pause until stopped; every failure is kept."""
+
+    node: Node
+    token: str
+    clients: int = 2
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # ids of workspaces created while it ran
+    marks: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, ok so far)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _client(self, number: int) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}"}
+        deadline = time.monotonic() + 1800  # bounded whatever happens
+        sent = 0
+        with httpx.Client(verify=self.node.ca, timeout=30, headers=headers) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                sent += 1
+                try:
+                    if sent % 20 == 0:
+                        response = client.post(
+                            self.node.url("/api/v1/workspaces"), json={"name": f"load {number}-{sent}"}
+                        )
+                        expected = 201
+                    elif sent % 2:
+                        response = client.get(self.node.url("/healthz"))
+                        expected = 200
+                    else:
+                        response = client.get(self.node.url("/api/v1/workspaces"))
+                        expected = 200
+                    with self._lock:
+                        if response.status_code == expected:
+                            self.ok += 1
+                            if expected == 201:
+                                self.created.append(response.json()["id"])
+                        else:
+                            self.failures.append(
+                                f"{response.request.method} {response.request.url.path}: "
+                                f"{response.status_code} {response.text[:300]}"
+                            )
+                except httpx.HTTPError as exc:
+                    with self._lock:
+                        self.failures.append(repr(exc))
+
+    def mark(self) -> tuple[float, int]:
+        with self._lock:
+            point = (time.monotonic(), self.ok)
+        self.marks.append(point)
+        return point
+
+    def __enter__(self) -> Traffic:
+        for number in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def rate(start: tuple[float, int], end: tuple[float, int]) -> float:
+    return (end[1] - start[1]) / max(end[0] - start[0], 1e-9)
+
+
+MIGRATION = """-- The benchmark's next release: expand steps only (a new table, a new nullable column).
+CREATE TABLE sygmax_upgrade_probe (id bigint PRIMARY KEY, note text NOT NULL);
+INSERT INTO sygmax_upgrade_probe VALUES (1, 'written by the next release''s migration');
+ALTER TABLE sygmax_workspace ADD COLUMN upgrade_probe text;
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--steady-seconds", type=float, default=15.0)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from bench.report import emit
+    from sygmax import __version__
+
+    node = Node.fresh()
+    work = Path(tempfile.mkdtemp(prefix="sygmax-release-"))
+    try:
+        node.install()
+        token = node.token()
+        release = build_release(work / "next", bump(__version__), MIGRATION)
+        with Traffic(node, token, clients=args.clients) as traffic:
+            time.sleep(2)
+            steady_start = traffic.mark()
+            time.sleep(args.steady_seconds)
+            steady_end = traffic.mark()
+            failures_before = len(traffic.failures)
+            started = time.monotonic()
+            done = node.sygmax("upgrade", "--to", str(release), "--yes")
+            upgrade_end = traffic.mark()
+            seconds = time.monotonic() - started
+            time.sleep(2)
+        if done.returncode != 0:
+            raise RuntimeError(f"sygmax upgrade failed:\n{done.stdout}\n{done.stderr}")
+        serving = node.info(token)["version"]
+        report = {
+            "benchmark": "upgrade",
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "from_version": __version__,
+            "to_version": serving,
+            "clients": args.clients,
+            "steady": {
+                "seconds": round(steady_end[0] - steady_start[0], 1),
+                "rps": round(rate(steady_start, steady_end), 1),
+            },
+            "upgrade": {
+                "wall_s": round(seconds, 1),
+                "requests_ok": upgrade_end[1] - steady_end[1],
+                "rps": round(rate(steady_end, upgrade_end), 1),
+                "failed_requests": len(traffic.failures) - failures_before,
+                "failures_sample": traffic.failures[failures_before:][:5],
+            },
+            "ratio_upgrade_over_steady": round(
+                rate(steady_end, upgrade_end) / max(rate(steady_start, steady_end), 1e-9), 3
+            ),
+            "total_failed_requests": len(traffic.failures),
+            "workspaces_created_under_load": len(traffic.created),
+        }
+        emit(report, ROOT / "bench" / "results" / "upgrade.json", write=not args.no_write)
+    finally:
+        node.uninstall()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
