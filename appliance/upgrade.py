@@ -643,18 +643,21 @@ def pre_upgrade_backup(state: ApplianceState, reporter: Reporter) -> str:
     """An archive of the node before anything changes; its location."""
     from appliance.backup import create_backup
     from appliance.backup.errors import BackupError
+    from sygmax.app import load_configuration
 
     with node_environment(state):
-        from sygmax.app import load_configuration
-
         settings, _ = load_configuration()
         try:
             result = create_backup(settings, reason="pre-upgrade")
         except BackupError as exc:
             raise UpgradeRefused(f"the pre-upgrade backup failed, so nothing was changed: {exc}") from exc
-    location = getattr(result, "location", None) or getattr(result, "path", None) or result
-    reporter.note(f"backup written: {location}")
-    return str(location)
+        except ImportError as exc:  # a release built without the backup module's parts
+            raise UpgradeRefused(
+                f"this release cannot take the pre-upgrade backup ({exc}); take one yourself "
+                "(sygmax backup create) and pass --skip-backup"
+            ) from exc
+    reporter.note(f"backup written: {result.location}")
+    return result.location
 
 
 def finish(
