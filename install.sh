@@ -76,6 +76,21 @@ fi
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (install it, or drop --no-apt)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python >= 3.11 required"
 
+# 2b. The web UI (web/ -> sygmax/web/static, carried into the package): always built for
+# --dev; for a release install only when this checkout has no build yet. Hosts installed from
+# a release wheel need no Node.js.
+if [ "$DEV" = 1 ] || [ ! -f "$SOURCE/sygmax/web/static/index.html" ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    [ "$APT" = 1 ] || die "building the web UI needs Node.js >= 18 and npm: install them, or drop --no-apt"
+    say "Installing Node.js and npm (to build the web UI)"
+    $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+  fi
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 18 ? 1 : 0)' \
+    || die "building the web UI needs Node.js >= 18 (found $(node --version)); install a newer one first"
+  say "Building the web UI"
+  (cd "$SOURCE/web" && npm ci --no-audit --no-fund && npm run build)
+fi
+
 # 3. Virtual environment and the package.
 if [ "$DEV" = 1 ]; then
   VENV="$SOURCE/.venv"

@@ -21,8 +21,12 @@ export interface SocketOptions {
   /** First retry delay (ms); doubles up to maxDelay. */
   minDelay?: number;
   maxDelay?: number;
-  /** Override the URL (tests, another origin); default: this page's origin + /ws/<plugin>. */
-  url?: string;
+  /**
+   * Override the URL; default: this page's origin + /ws/<plugin> (behind Caddy, which spreads
+   * sockets over the realtime processes). Several URLs: each retry after a failure moves to
+   * the next one, so a client fails over between realtime processes addressed directly.
+   */
+  url?: string | string[];
 }
 
 export class ReconnectingSocket {
@@ -33,8 +37,18 @@ export class ReconnectingSocket {
   private stopped = false;
   private queue: string[] = [];
 
-  constructor(private readonly target: string, private readonly options: SocketOptions = {}) {
+  private readonly targets: string[];
+  private target = 0;
+
+  constructor(target: string | string[], private readonly options: SocketOptions = {}) {
+    this.targets = Array.isArray(target) ? target : [target];
+    if (this.targets.length === 0) throw new Error("ReconnectingSocket needs a URL");
     this.open();
+  }
+
+  /** The URL of the current (or next) connection attempt. */
+  get url(): string {
+    return this.targets[this.target];
   }
 
   /** Send a frame now, or when the connection (re)opens. */
@@ -73,7 +87,7 @@ export class ReconnectingSocket {
   private open(): void {
     if (this.stopped) return;
     this.setState("connecting");
-    const socket = new WebSocket(this.target);
+    const socket = new WebSocket(this.url);
     this.socket = socket;
     let opened = false;
     socket.onopen = () => {
@@ -101,6 +115,8 @@ export class ReconnectingSocket {
       this.setState("connecting");
       // A refused handshake may mean an expired access cookie: refresh before retrying.
       if (!opened || event.code === 4401 || event.code === 1008) await refreshSession();
+      if (this.stopped) return;
+      this.target = (this.target + 1) % this.targets.length;
       this.schedule();
     };
   }
@@ -115,8 +131,23 @@ export class ReconnectingSocket {
   }
 }
 
+/**
+ * Developer override of the socket URLs: localStorage["sygmax.ws.<plugin>"] = JSON list of
+ * URLs. Browser tests use it to point a page at several realtime processes without a proxy.
+ */
+function overridden(plugin: string): string[] | null {
+  try {
+    const value = JSON.parse(localStorage.getItem(`sygmax.ws.${plugin}`) ?? "null") as unknown;
+    return Array.isArray(value) && value.length > 0 && value.every((item) => typeof item === "string")
+      ? value : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Open a reconnecting socket to this installation's /ws/<plugin> endpoint. */
 export function connect(plugin: string, options: SocketOptions = {}): ReconnectingSocket {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return new ReconnectingSocket(options.url ?? `${scheme}//${location.host}/ws/${plugin}`, options);
+  const target = options.url ?? overridden(plugin) ?? `${scheme}//${location.host}/ws/${plugin}`;
+  return new ReconnectingSocket(target, options);
 }

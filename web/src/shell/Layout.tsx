@@ -110,7 +110,7 @@ function WorkspaceSwitcher() {
       <Dialog open={creating} title="Create a workspace" onClose={() => { setCreating(false); setError(null); }}>
         <form onSubmit={create} noValidate>
           <FormError error={error} />
-          <Input label="Workspace name" name="name" value={name} onInput={setName} required
+          <Input label="Workspace name" name="name" value={name} onInput={setName} required autoFocus
             error={fieldError(error, "name")} />
           <div class="ui-actions">
             <Button type="submit" variant="primary" busy={busy}>Create</Button>
