@@ -43,6 +43,10 @@ class ChatMessagePosted(Event, kw_only=True):
     thread_root_id: uuid.UUID | None = None
     mentioned_user_ids: list[uuid.UUID] = []
     attachments: list[ChatAttachmentRef] = []
+    mention_channel: bool = False  # @channel, @here or @all: everyone in the channel is mentioned
+    channel_kind: str = "channel"  # "channel", "direct" or "group"
+    channel_name: str = ""
+    author_name: str = ""
 
 
 class ChatMessageEdited(Event, kw_only=True):
