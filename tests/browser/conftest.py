@@ -237,9 +237,18 @@ async def new_context(browser: Browser):
 
 
 def page_problems(page: Page) -> list[str]:
-    """Collect the page's console errors and uncaught exceptions (CSP violations show up here)."""
+    """Collect the page's console errors and uncaught exceptions (CSP violations show up here).
+
+    Chromium also logs every HTTP error answer as "Failed to load resource"; those are the
+    API's expected 401s and 4xx problems, which the tests check through the page instead.
+    """
     problems: list[str] = []
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+
+    def console(message) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(message.text)
+
+    page.on("console", console)
     page.on("pageerror", lambda error: problems.append(str(error)))
     return problems
 

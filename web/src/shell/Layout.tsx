@@ -13,7 +13,7 @@ import { ADMIN_PAGES } from "./App";
 export function Layout({ children }: { children: ComponentChildren }) {
   const { path } = useLocation();
   const [menuOpen, setMenuOpen] = useState(false);
-  useEffect(() => setMenuOpen(false), [path]); // a followed link closes the phone menu
+  useEffect(() => setMenuOpen(false), [path]); // any navigation (back button too) closes the phone menu
 
   return (
     <div class="shell" data-menu={menuOpen ? "open" : "closed"}>
@@ -33,13 +33,13 @@ export function Layout({ children }: { children: ComponentChildren }) {
           <AccountMenu />
         </div>
       </header>
-      <Sidebar path={path} />
+      <Sidebar path={path} onFollow={() => setMenuOpen(false)} />
       <main id="main" class="content" tabIndex={-1}>{children}</main>
     </div>
   );
 }
 
-function Sidebar({ path }: { path: string }) {
+function Sidebar({ path, onFollow }: { path: string; onFollow: () => void }) {
   const { user, plugins } = useSession();
   const pages = plugins.flatMap((plugin) => plugin.ui_pages.map((page) => ({ ...page, plugin: plugin.name })));
   const modulePages = pages.filter((page) => !page.path.startsWith("/admin/"));
@@ -53,7 +53,9 @@ function Sidebar({ path }: { path: string }) {
     );
   };
   return (
-    <nav id="sidebar" class="sidebar" aria-label="Modules">
+    // A followed link closes the phone drawer, even one to the page already shown.
+    <nav id="sidebar" class="sidebar" aria-label="Modules"
+      onClick={(event) => (event.target as Element).closest("a") && onFollow()}>
       <ul class="nav-list">
         {link({ path: "/", title: "Home" })}
         {modulePages.map(link)}
