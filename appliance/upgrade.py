@@ -11,20 +11,22 @@ Stage 1 runs from the installed release (the ``sygmax`` the operator typed):
    index), refuse a version that is not newer, and run the pre-flight checks that change
    nothing: the node is healthy, the running release has no pending migration, the event bus
    has no backlog worth waiting for, and there is disk for the new release.
-2. :func:`install_release`: the new release's venv is a hard-link clone of the serving venv
+2. :func:`pre_upgrade_backup`: an automatic backup (:func:`appliance.backup.create_backup`,
+   reason ``pre-upgrade``), taken by the serving release so the archive names the version and
+   the migrations it restores with.
+3. :func:`install_release`: the new release's venv is a hard-link clone of the serving venv
    with the new package installed over it by pip (see :func:`clone_venv` for why that is safe
    and why it is cheap), then checked: it reports the expected version, and the service user
    can run it.
-3. Stage 2 is started from the **new** release (:func:`stage2_command`), so the checks, the
+4. Stage 2 is started from the **new** release (:func:`stage2_command`), so the checks, the
    migrations and the switch are done by the code that knows the new schema and the new
    process definitions (Zulip's ``upgrade-zulip-stage-2`` does the same).
 
 Stage 2 (:func:`finish`), in the new release:
 
-4. The new release must accept the node's configuration, the migration history must match,
+5. The new release must accept the node's configuration, the migration history must match,
    and no pending migration may be a *contract* step the running release still needs
    (:func:`contract_problems`; the rule is in docs/architecture.md).
-5. An automatic backup (:func:`appliance.backup.create_backup`, reason ``pre-upgrade``).
 6. Migrations, in one transaction: expand-only by the rule above, so the old processes keep
    working on the new schema while the restart rolls, and after a rollback.
 7. The switch (:func:`switch`): the supervisor programs are rewritten to run the new venv and
@@ -559,7 +561,7 @@ def remove_release(venv: Path) -> None:
         shutil.rmtree(venv)
 
 
-def stage2_command(state: ApplianceState, venv: Path, skip_backup: bool, health_timeout: float) -> list[str]:
+def stage2_command(state: ApplianceState, venv: Path, health_timeout: float) -> list[str]:
     command = [
         str(venv / "bin" / "sygmax"),
         "upgrade",
@@ -571,14 +573,12 @@ def stage2_command(state: ApplianceState, venv: Path, skip_backup: bool, health_
         "--health-timeout",
         str(health_timeout),
     ]
-    if skip_backup:
-        command.append("--skip-backup")
     return command
 
 
-def run_stage2(state: ApplianceState, venv: Path, skip_backup: bool, health_timeout: float) -> int:
+def run_stage2(state: ApplianceState, venv: Path, health_timeout: float) -> int:
     """Stage 2 from the new release, on this terminal; a release left unused afterwards is removed."""
-    done = subprocess.run(stage2_command(state, venv, skip_backup, health_timeout), check=False)
+    done = subprocess.run(stage2_command(state, venv, health_timeout), check=False)
     after = ApplianceState.from_json(state.layout.state_file.read_text())
     if Path(after.venv) != venv and Path(after.previous_venv or "/nonexistent") != venv:
         remove_release(venv)
@@ -592,7 +592,6 @@ def run_stage2(state: ApplianceState, venv: Path, skip_backup: bool, health_time
 class UpgradeReport:
     old_version: str
     new_version: str
-    backup: str = ""
     migrations: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -639,8 +638,10 @@ def migration_plan(state: ApplianceState, running: str) -> tuple[str, list]:
     return settings.database.url, todo
 
 
-def pre_upgrade_backup(state: ApplianceState, reporter: Reporter) -> str:
-    """An archive of the node before anything changes; its location."""
+def pre_upgrade_backup(state: ApplianceState, reporter: Reporter | None = None) -> str:
+    """An archive of the node before anything changes, taken by the serving release (so the archive
+    names the version and migrations it can be restored with); its location."""
+    reporter = reporter or Reporter()
     from appliance.backup import create_backup
     from appliance.backup.errors import BackupError
     from sygmax.app import load_configuration
@@ -664,7 +665,6 @@ def finish(
     state: ApplianceState,
     old_venv: Path,
     reporter: Reporter | None = None,
-    skip_backup: bool = False,
     health_timeout: float = HEALTH_TIMEOUT,
 ) -> UpgradeReport:
     """Stage 2, run from the new release's venv (``sys.prefix``)."""
@@ -690,12 +690,6 @@ def finish(
         f"{len(todo)} pending migration(s)"
         + (": " + ", ".join(f"{s.module}/{s.name}" for s in todo) if todo else "")
     )
-
-    if skip_backup:
-        reporter.step("Backup skipped (--skip-backup)")
-    else:
-        reporter.step("Backing up the node")
-        report.backup = pre_upgrade_backup(state, reporter)
 
     reporter.step("Applying migrations (expand only: the running release keeps working)")
     try:

@@ -43,9 +43,10 @@ PASSWORD = "correct horse battery staple 42"
 ADMIN = "admin@example.org"
 # What a release is built from: the package's own directories and metadata, nothing else.
 RELEASE_FILES = ("pyproject.toml", "README.md", "sygmax", "cli", "appliance", "plugins", "profiles", "roles")
+BACKUP_KEY = "upgrade-harness-backup-key-0123456789"
 # An operator's config kept by every install: the clients all come from 127.0.0.1, so per-IP and
-# per-user limits would measure the limiter, not the upgrade.
-NODE_CONFIG = "[rate_limit]\nenabled = false\n"
+# per-user limits would measure the limiter, not the upgrade; the key encrypts the pre-upgrade backup.
+NODE_CONFIG = f'[rate_limit]\nenabled = false\n\n[backup]\nkey = "{BACKUP_KEY}"\n'
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ contract step the running version still needs (refused, nothing changed), and a 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,10 +25,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from appliance.backup.verify import verify_archive
 from appliance.layout import ApplianceState
 from appliance.preflight import check_venv_access, pid1_is_systemd
 from appliance.upgrade import clone_venv, contract_problems, destructive_statements
-from bench.upgrade import MIGRATION, Node, Traffic, build_release, bump
+from bench.upgrade import BACKUP_KEY, MIGRATION, Node, Traffic, build_release, bump
 from cli.main import app
 from sygmax import __version__
 from sygmax.db.migrations import Step, load_steps
@@ -288,6 +290,9 @@ class TestOnANode:
         assert traffic.failures == [], traffic.failures[:10]
         assert traffic.ok > 100 and traffic.created
         assert f"upgraded {__version__} -> {NEXT}" in done.stdout
+        # The automatic backup came first, from the release that served: every part checks out.
+        [archive] = re.findall(r"backup written: (\S+)", done.stdout)
+        verify_archive(archive, BACKUP_KEY)
 
         assert node.info(token)["version"] == NEXT
         state = node.state()
@@ -314,14 +319,16 @@ class TestOnANode:
         token = node.token()
         before = workspaces(node)
         with Traffic(node, token) as traffic:
-            done = node.sygmax("upgrade", "--to", str(release), "--yes", "--health-timeout", "30")
+            done = node.sygmax(
+                "upgrade", "--to", str(release), "--yes", "--health-timeout", "30", "--skip-backup"
+            )
         assert done.returncode == 1, done.stdout + done.stderr
         assert traffic.failures == [], traffic.failures[:10]
         assert (
             f"{BROKEN} failed its health check" in done.stderr
             and f"rolled back: {NEXT} serves" in done.stderr
         )
-        assert "Rolling back to" in done.stdout
+        assert "Rolling back to" in done.stdout and "No backup (--skip-backup)" in done.stdout
 
         assert node.info(token)["version"] == NEXT
         state = node.state()

@@ -68,11 +68,10 @@ def upgrade(
             )
             return
         if finish_from is not None:
-            report = up.finish(state, Path(finish_from), printer, skip_backup, health_timeout)
+            report = up.finish(state, Path(finish_from), printer, health_timeout)
             console.print(
                 f"[green]upgraded[/] {report.old_version} -> {report.new_version} in {report.seconds:.0f}s: "
-                f"backup {report.backup or 'skipped'}; {len(report.migrations)} migration(s) applied; "
-                f"{len(report.restarted)} process(es) restarted",
+                f"{len(report.migrations)} migration(s) applied; {len(report.restarted)} process(es) restarted",
                 highlight=False,
             )
             return
@@ -89,9 +88,14 @@ def upgrade(
         if not yes:
             backup = "" if skip_backup else "back up the node, "
             typer.confirm(f"Install it, {backup}migrate and restart every process onto it?", abort=True)
+        if skip_backup:
+            printer.step("No backup (--skip-backup)")
+        else:
+            printer.step("Backing up the node")
+            up.pre_upgrade_backup(state, printer)
         printer.step(f"Installing {plan.target.version} beside {plan.current}")
         venv = up.install_release(state, plan.target, printer)
-        code = up.run_stage2(state, venv, skip_backup, health_timeout)
+        code = up.run_stage2(state, venv, health_timeout)
     except up.UpgradeRefused as exc:
         errors = [finding for finding in exc.findings if finding.level == "error"]
         if errors:
