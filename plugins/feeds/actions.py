@@ -655,11 +655,12 @@ async def set_item_states(connection, user_id: uuid.UUID, item_ids: Sequence[uui
         return
     await connection.execute(
         """INSERT INTO feeds_item_state (user_id, item_id, read, starred, tags)
-           SELECT $1, id, $3, coalesce($4, false), coalesce($5, '{}') FROM unnest($2::uuid[]) AS id
+           SELECT $1, id, $3::boolean, coalesce($4::boolean, false), coalesce($5::text[], '{}')
+           FROM unnest($2::uuid[]) AS id
            ON CONFLICT (user_id, item_id) DO UPDATE SET
                read = CASE WHEN $3::boolean IS NULL THEN feeds_item_state.read ELSE $3 END,
                starred = coalesce($4, feeds_item_state.starred),
-               tags = coalesce($5, feeds_item_state.tags),
+               tags = coalesce($5::text[], feeds_item_state.tags),
                changed_at = now()""",
         user_id, list(item_ids), read, starred, tags)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, FromPath, JSONBody, QueryParameter
+from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from sygmax.auth.audit import source_of
 from sygmax.auth.tokens import CurrentActor
@@ -157,7 +157,7 @@ Query = Annotated[str | None, QueryParameter(min_length=1, max_length=500,
 async def items(actor: CurrentActor, kernel: KernelDep,
                 subscription: Annotated[uuid.UUID | None, QueryParameter(description="subscription id")] = None,
                 folder: Annotated[uuid.UUID | None, QueryParameter(description="folder id")] = None,
-                unread: bool | None = None, starred: bool | None = None,
+                unread: FromQuery[bool | None] = None, starred: FromQuery[bool | None] = None,
                 tag: Annotated[str | None, QueryParameter(min_length=1, max_length=100)] = None,
                 q: Query = None, cursor: Cursor = None,
                 limit: Annotated[int, QueryParameter(ge=1, le=actions.PAGE_MAX)] = 50) -> actions.ItemPage:

@@ -32,7 +32,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
 
 from sygmax.auth import lockout
 from sygmax.auth.audit import source_of
@@ -82,7 +82,7 @@ FormText = Annotated[str, msgspec.Meta(max_length=4096)]
 class LoginForm(msgspec.Struct):
     Email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
     Passwd: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-    output: str | None = None
+    output: FromQuery[str | None] = None
 
 
 class EditTagForm(msgspec.Struct):
@@ -299,7 +299,7 @@ def _sub_json(sub: actions.SubscriptionView) -> dict:
 
 
 @get(API + "/subscription/list", tags=TAGS, summary="Subscriptions with their folders", security=SECURITY)
-async def subscription_list(kernel: KernelDep, request: Request, output: str | None = None) -> dict[str, list]:
+async def subscription_list(kernel: KernelDep, request: Request, output: FromQuery[str | None] = None) -> dict[str, list]:
     actor = await greader_actor(kernel, request)
     return {"subscriptions": [_sub_json(sub) for sub in await actions.list_subscriptions(actor, kernel)]}
 
@@ -378,7 +378,7 @@ async def quickadd(data: Annotated[QuickAddForm, Body(media_type=RequestEncoding
 
 
 @get(API + "/tag/list", tags=TAGS, summary="Folders and states", security=SECURITY)
-async def tag_list(kernel: KernelDep, request: Request, output: str | None = None) -> dict[str, list]:
+async def tag_list(kernel: KernelDep, request: Request, output: FromQuery[str | None] = None) -> dict[str, list]:
     actor = await greader_actor(kernel, request)
     tags: list[dict] = [{"id": STARRED}]
     names = {folder.name for folder in await actions.list_folders(actor, kernel)}
@@ -390,7 +390,7 @@ async def tag_list(kernel: KernelDep, request: Request, output: str | None = Non
 
 
 @get(API + "/unread-count", tags=TAGS, summary="Unread counts per feed, folder and in all", security=SECURITY)
-async def unread_count(kernel: KernelDep, request: Request, output: str | None = None) -> dict[str, Any]:
+async def unread_count(kernel: KernelDep, request: Request, output: FromQuery[str | None] = None) -> dict[str, Any]:
     actor = await greader_actor(kernel, request)
     subscriptions = await actions.list_subscriptions(actor, kernel)
     now = str(int(datetime.now(timezone.utc).timestamp() * 1_000_000))
@@ -409,11 +409,11 @@ async def unread_count(kernel: KernelDep, request: Request, output: str | None =
 # ---------------------------------------------------------------------------------------------
 # Streams and items
 
-Count = Annotated[int, Parameter(query="n", ge=1, le=MAX_IDS, description="items per page")]
-Continuation = Annotated[str | None, Parameter(query="c", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
-Strings = Annotated[list[str] | None, Parameter(max_items=20)]
-UnixTime = Annotated[str | None, Parameter(max_length=20, pattern=r"^-?[0-9]+$")]
-Order = Annotated[str | None, Parameter(max_length=2)]
+Count = Annotated[int, QueryParameter(name="n", ge=1, le=MAX_IDS, description="items per page")]
+Continuation = Annotated[str | None, QueryParameter(name="c", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
+Strings = Annotated[list[str] | None, QueryParameter(max_items=20)]
+UnixTime = Annotated[str | None, QueryParameter(max_length=20, pattern=r"^-?[0-9]+$")]
+Order = Annotated[str | None, QueryParameter(max_length=2)]
 
 
 async def _items(kernel, actor: Actor, stream: str, n: int, c: str | None, xt: list[str], it: list[str],
@@ -461,9 +461,9 @@ def _item_json(row, feeds: dict, subscriptions: dict) -> dict:
 
 @get(API + "/stream/contents/{stream_id:path}", tags=TAGS, summary="Items of a stream, with their content",
      security=SECURITY, responses=_responses(403))
-async def stream_contents(stream_id: str, kernel: KernelDep, request: Request, n: Count = 20,
+async def stream_contents(stream_id: FromPath[str], kernel: KernelDep, request: Request, n: Count = 20,
                           c: Continuation = None, xt: Strings = None, it: Strings = None, ot: UnixTime = None,
-                          nt: UnixTime = None, r: Order = None, output: str | None = None) -> dict[str, Any]:
+                          nt: UnixTime = None, r: Order = None, output: FromQuery[str | None] = None) -> dict[str, Any]:
     actor = await greader_actor(kernel, request)
     rows, feeds, subscriptions, continuation = await _items(kernel, actor, stream_id, n, c, xt or [], it or [], ot,
                                                             nt, r)
@@ -478,10 +478,10 @@ async def stream_contents(stream_id: str, kernel: KernelDep, request: Request, n
 @get(API + "/stream/items/ids", tags=TAGS, summary="Item ids of a stream (what clients sync first)",
      security=SECURITY, responses=_responses(403))
 async def stream_item_ids(kernel: KernelDep, request: Request,
-                          s: Annotated[str, Parameter(min_length=1, max_length=4096)],
+                          s: Annotated[str, QueryParameter(min_length=1, max_length=4096)],
                           n: Count = 20, c: Continuation = None, xt: Strings = None, it: Strings = None,
                           ot: UnixTime = None, nt: UnixTime = None, r: Order = None,
-                          output: str | None = None) -> dict[str, Any]:
+                          output: FromQuery[str | None] = None) -> dict[str, Any]:
     actor = await greader_actor(kernel, request)
     rows, _, _, continuation = await _items(kernel, actor, s, n, c, xt or [], it or [], ot, nt, r,
                                             columns="i.id, i.seq, i.feed_id, i.published_at")

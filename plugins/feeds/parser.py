@@ -222,7 +222,8 @@ def _item(entry: Any, base: str | None, iso_dates: bool) -> ParsedItem:
 def _feed(meta: Any, entries: list, base: str, language: str | None, ttl: int | None, parser: str,
           iso_dates: bool) -> ParsedFeed:
     site_url = _absolute(meta.get("link"), base)
-    items = [_item(entry, site_url or base, iso_dates) for entry in entries[:MAX_ITEMS]]
+    # Relative links resolve against the document's own URL (XML base rules, as feedparser does).
+    items = [_item(entry, base, iso_dates) for entry in entries[:MAX_ITEMS]]
     return ParsedFeed(plain_title(meta.get("title")), site_url, language, ttl, items, parser)
 
 
