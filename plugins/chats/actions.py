@@ -55,6 +55,12 @@ CREATOR_GRANT = ["acl.manage", "chats.manage"]
 MAX_GROUP = 16
 EMOJI_PATTERN = r"^[^\s<>&\"'\x00-\x1f\x7f]{1,64}$"
 _EMOJI = re.compile(EMOJI_PATTERN)
+# Message text: something that is not white space, and no control characters but tab, newline
+# and carriage return (PostgreSQL refuses NUL; the others only ever hide or spoof content).
+_TEXT_CHAR = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+TEXT_PATTERN = rf"^{_TEXT_CHAR}*[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\s]{_TEXT_CHAR}*$"
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +99,8 @@ async def _workspace_members(connection, workspace_id: uuid.UUID, user_ids: list
 
 async def check_create_channel(actor: Actor, kernel, *, workspace_id: uuid.UUID, name: str, private: bool,
                                topic: str = "", source: Source | None = None) -> ChannelOut:
+    _check_name("name", name)
+    _check_name("topic", topic)
     async with kernel.db.pool.acquire() as connection, connection.transaction():
         await policy.require(connection, actor, "chats.create", workspace_id=workspace_id, what="workspace")
         channel_id = uuid.uuid4()
@@ -120,6 +128,8 @@ async def check_create_channel(actor: Actor, kernel, *, workspace_id: uuid.UUID,
 
 async def check_update_channel(actor: Actor, kernel, channel_id: uuid.UUID, *, name: str | None, topic: str | None,
                                source: Source | None = None) -> ChannelOut:
+    _check_name("name", name)
+    _check_name("topic", topic)
     async with kernel.db.pool.acquire() as connection, connection.transaction():
         found = await access_channel(connection, actor, channel_id, "chats.manage", lock=True)
         if found.channel["kind"] != "channel" and name is not None:
@@ -171,12 +181,12 @@ async def check_add_member(actor: Actor, kernel, channel_id: uuid.UUID, user_id:
     """Add a member; joining a public channel yourself needs chats.read, adding others chats.manage.
     Returns whether the user was newly added."""
     async with kernel.db.pool.acquire() as connection, connection.transaction():
-        own = user_id == actor.user_id
-        found = await access_channel(connection, actor, channel_id, "chats.manage", lock=True) if not own else None
-        if found is None:  # joining yourself: whoever may read a public channel may join it
-            found = await access_channel(connection, actor, channel_id, "chats.read", lock=True)
+        # Joining yourself: whoever may read a public channel may join it; adding others is managing.
+        found = await access_channel(connection, actor, channel_id, "chats.read", lock=True)
         if found.channel["kind"] != "channel":
             raise Problem(409, "direct-conversation", "Direct conversations keep the people they were opened with")
+        if user_id != actor.user_id:
+            policy.deny(found.access, "chats.manage", what="channel")
         if not await _workspace_members(connection, found.workspace_id, [user_id]):
             raise Problem(404, "not-found", "No such user in this workspace", field="user_id")
         status = await connection.execute(
@@ -198,10 +208,11 @@ async def check_add_member(actor: Actor, kernel, channel_id: uuid.UUID, user_id:
 async def check_remove_member(actor: Actor, kernel, channel_id: uuid.UUID, user_id: uuid.UUID,
                               source: Source | None = None) -> None:
     async with kernel.db.pool.acquire() as connection, connection.transaction():
-        own = user_id == actor.user_id
-        found = await access_channel(connection, actor, channel_id, "chats.read" if own else "chats.manage", lock=True)
+        found = await access_channel(connection, actor, channel_id, "chats.read", lock=True)
         if found.channel["kind"] != "channel":
             raise Problem(409, "direct-conversation", "Direct conversations keep the people they were opened with")
+        if user_id != actor.user_id:  # leaving is yours to do; removing someone else is managing
+            policy.deny(found.access, "chats.manage", what="channel")
         removed = await connection.execute(
             "DELETE FROM chats_member WHERE channel_id = $1 AND user_id = $2", channel_id, user_id)
         if removed.endswith(" 0"):
@@ -278,6 +289,15 @@ def _check_size(kernel, text: str) -> None:
     if len(text) > limit:
         raise Problem(413, "message-too-large", f"A message may hold at most {limit} characters; this one has "
                                                 f"{len(text)}", field="text", limit=limit)
+    if _TEXT_CONTROL.search(text):
+        raise Problem(400, "validation-error", "text: no control characters but tab and newline", field="text")
+
+
+def _check_name(field: str, value: str | None) -> None:
+    # The route's schema says the same, except that its '$' lets one trailing newline through.
+    if value is not None and _NAME_CONTROL.search(value):
+        raise Problem(400, "validation-error", f"{field}: plain text only: no control characters, no < or >",
+                      field=field)
 
 
 async def _resolve_mentions(connection, workspace_id: uuid.UUID, names: set[str]) -> dict[str, str]:
@@ -483,7 +503,7 @@ def check_emoji(emoji: str) -> str:
 
 
 async def check_react(actor: Actor, kernel, message_id: uuid.UUID, emoji: str, add: bool) -> list[ReactionOut]:
-    check_emoji(emoji)
+    check_emoji(emoji)  # the routes' schemas say the same; this guards other callers (GraphQL, automations)
     async with kernel.db.pool.acquire() as connection, connection.transaction():
         row, found = await access_message(connection, actor, message_id, "chats.post")
         if row["deleted_at"] is not None:
@@ -558,7 +578,7 @@ async def check_typing(actor: Actor, kernel, channel_id: uuid.UUID) -> None:
 
 
 __all__ = [
-    "EMOJI_PATTERN", "check_add_member", "check_create_channel", "check_delete_channel", "check_delete_message",
+    "EMOJI_PATTERN", "TEXT_PATTERN", "check_add_member", "check_create_channel", "check_delete_channel", "check_delete_message",
     "check_edit_message", "check_emoji", "check_mark_read", "check_open_direct", "check_pin", "check_post_message",
     "check_react", "check_remove_member", "check_typing", "check_update_channel", "do_post_message",
 ]

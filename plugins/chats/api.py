@@ -15,7 +15,7 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import Body, FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 
 from plugins.chats import actions, queries
@@ -33,28 +33,35 @@ from plugins.chats.views import (
     SearchHit,
     UnreadOut,
 )
+from sygmax.auth import workspaces
 from sygmax.auth.audit import source_of
 from sygmax.auth.tokens import CurrentActor
+from sygmax.errors import Problem
 from sygmax.kernel import KernelDep
 from sygmax.storage.base import ObjectNotFound
 
 SECURITY = [{"bearer": []}]
 TAGS = ["chats"]
 
-# Plain-text names: no control characters, no < or > (the UI must escape anyway; this keeps
-# names inert in every other place they end up: notifications, e-mail subjects, logs).
-ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f\x7f<>]*\S[^\x00-\x1f\x7f<>]*$",
+# Plain-text names and topics, by the workspace rules (no control characters, no < or >):
+# they end up in notifications, e-mail subjects and logs, not only in the escaped UI.
+ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=80, pattern=workspaces.NAME_PATTERN,
                                           description="plain text: no control characters, no < or >")]
-Topic = Annotated[str, msgspec.Meta(max_length=250, pattern=r"^[^\x00-\x1f\x7f<>]*$")]
+Topic = Annotated[str, msgspec.Meta(max_length=250, pattern=workspaces.DESCRIPTION_PATTERN)]
 # The configured size limit (default 10,000 characters) is checked by the action with a 413;
-# this bound only stops absurd bodies before they are decoded further.
-Text = Annotated[str, msgspec.Meta(max_length=1_000_000)]
+# this bound only stops absurd bodies before they are decoded further. A message needs
+# something to say: at least one character that is not white space (with attachments too).
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000, pattern=actions.TEXT_PATTERN,
+                                   description="Markdown; at least one non-space character, no control "
+                                               "characters but tab and newline")]
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=actions.EMOJI_PATTERN)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200,
                                                        description="repeat a post safely: the same key returns "
                                                                    "the first message")]
-Cursor = Annotated[int | None, QueryParameter(ge=0, le=2**62)]
+# A sequence number; out-of-range values are clamped by the query (an optional parameter's
+# bounds would not reach the OpenAPI schema, so the schema could not say them).
+Cursor = Annotated[int | None, QueryParameter(description="a sequence number")]
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
@@ -90,11 +97,12 @@ class MemberIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class DirectIn(msgspec.Struct, forbid_unknown_fields=True):
     workspace_id: uuid.UUID
-    user_ids: Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, max_length=actions.MAX_GROUP)]
+    user_ids: Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, max_length=actions.MAX_GROUP - 1,
+                                                      description="the others; you are always included")]
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
-    text: Text = ""
+    text: Text
     thread_root_id: uuid.UUID | None = None
     attachment_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=10)] = []
 
@@ -178,7 +186,8 @@ async def remove_member(channel_id: FromPath[uuid.UUID], user_id: FromPath[uuid.
 
 
 @post("/direct", tags=TAGS, summary="Open (or find) a direct or group conversation", security=SECURITY,
-      status_code=200, responses=_responses(403, 404))
+      status_code=200, responses={**_responses(403, 404),
+                                  201: ResponseSpec(data_container=ChannelOut, description="Opened now")})
 async def open_direct(data: JSONBody[DirectIn], actor: CurrentActor, kernel: KernelDep,
                       request: Request) -> Response[ChannelOut]:
     channel, created = await actions.check_open_direct(actor, kernel, workspace_id=data.workspace_id,
@@ -212,7 +221,9 @@ async def presence(workspace_id: Annotated[uuid.UUID, QueryParameter()], actor: 
 
 
 @post(C + "/messages", tags=TAGS, summary="Post a message (Markdown); the answer carries its seq and HTML",
-      security=SECURITY, responses=_responses(403, 413, 429))
+      security=SECURITY, responses={**_responses(403, 413, 429),
+                                    200: ResponseSpec(data_container=MessageOut,
+                                                      description="Posted before with this Idempotency-Key")})
 async def post_message(channel_id: FromPath[uuid.UUID], data: JSONBody[MessageIn], actor: CurrentActor,
                        kernel: KernelDep, idempotency_key: IdempotencyKey = None) -> Response[MessageOut]:
     message, created = await actions.check_post_message(
@@ -221,7 +232,8 @@ async def post_message(channel_id: FromPath[uuid.UUID], data: JSONBody[MessageIn
     return Response(message, status_code=201 if created else 200)
 
 
-@get(C + "/messages", tags=TAGS, summary="History in seq order: newest page, or ?before=seq / ?after=seq",
+@get(C + "/messages", tags=TAGS, summary="History in seq order: the newest page, or the page below ?before= "
+                                         "or above ?after= (both: the oldest page between them)",
      security=SECURITY, responses=_responses(403))
 async def list_messages(channel_id: FromPath[uuid.UUID], actor: CurrentActor, kernel: KernelDep,
                         before: Cursor = None, after: Cursor = None, limit: Limit = 50) -> list[MessageOut]:
@@ -275,7 +287,10 @@ async def add_reaction(message_id: FromPath[uuid.UUID], data: JSONBody[ReactionI
 
 @delete(M + "/reactions/{emoji:str}", tags=TAGS, summary="Take your reaction back", security=SECURITY,
         status_code=200, responses=_responses(403, 409))
-async def remove_reaction(message_id: FromPath[uuid.UUID], emoji: FromPath[str], actor: CurrentActor,
+async def remove_reaction(message_id: FromPath[uuid.UUID],
+                          emoji: Annotated[str, PathParameter(min_length=1, max_length=64,
+                                                              pattern=actions.EMOJI_PATTERN)],
+                          actor: CurrentActor,
                           kernel: KernelDep) -> list[ReactionOut]:
     return await actions.check_react(actor, kernel, message_id, emoji, add=False)
 
@@ -318,16 +333,16 @@ async def _download(actor, kernel, attachment_id: uuid.UUID, thumbnail: bool) ->
         row = await access_attachment(connection, actor, attachment_id)
     key = row["thumbnail_key"] if thumbnail else row["storage_key"]
     if key is None:
-        from sygmax.errors import Problem
-
         raise Problem(404, "not-found", "This attachment has no thumbnail")
     content_type = "image/webp" if thumbnail else row["content_type"]
     served = content_type if content_type in INLINE_IMAGES else "application/octet-stream"
     chunks = kernel.storage.get(key)
     try:
         first = await anext(chunks)
-    except (ObjectNotFound, StopAsyncIteration):
+    except StopAsyncIteration:
         first = b""
+    except ObjectNotFound:
+        raise Problem(404, "not-found", "The attachment's file is missing from storage") from None
 
     async def body():
         yield first

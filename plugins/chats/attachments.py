@@ -76,8 +76,6 @@ async def check_upload(actor: Actor, kernel, channel_id: uuid.UUID, *, filename:
     if len(data) > limit:
         raise Problem(413, "attachment-too-large", f"An attachment may be at most {limit} bytes", field="file",
                       limit=limit)
-    if not data:
-        raise Problem(400, "validation-error", "file: the upload is empty", field="file")
     async with kernel.db.pool.acquire() as connection:
         found = await access_channel(connection, actor, channel_id, "chats.post")
     content_type = sniff(data)

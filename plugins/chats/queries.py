@@ -85,14 +85,18 @@ async def list_members(actor: Actor, kernel, channel_id: uuid.UUID) -> list[Memb
 async def list_messages(actor: Actor, kernel, channel_id: uuid.UUID, *, before: int | None, after: int | None,
                         limit: int) -> list[MessageOut]:
     """A page of history in sequence order: the newest ``limit`` below ``before`` (or the newest of
-    all), or the oldest ``limit`` above ``after``."""
-    if before is not None and after is not None:
-        raise Problem(400, "validation-error", "before: give before or after, not both", field="before")
+    all), or the oldest ``limit`` above ``after`` (and below ``before`` when both are given)."""
+    highest = 2**62
+    before = None if before is None else min(max(before, 0), highest)
+    after = None if after is None else min(max(after, 0), highest)
     async with kernel.db.pool.acquire() as connection:
         await access_channel(connection, actor, channel_id, "chats.read")
         if after is not None:
-            return await load_range(connection, channel_id, after, None, limit)
-        return await load_before(connection, channel_id, before if before is not None else 2**62, limit)
+            upto = before - 1 if before is not None else None
+            if upto is not None and upto <= after:
+                return []
+            return await load_range(connection, channel_id, after, upto, limit)
+        return await load_before(connection, channel_id, before if before is not None else highest, limit)
 
 
 async def get_message(actor: Actor, kernel, message_id: uuid.UUID) -> MessageOut:
@@ -150,7 +154,7 @@ async def search(actor: Actor, kernel, *, q: str, workspace_id: uuid.UUID, chann
         rows = await connection.fetch(
             f"""SELECT {MESSAGE_COLUMNS}, ts_rank(m.search, query.q) AS rank,
                        ts_headline(m.language, m.text, query.q,
-                                   'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxFragments=2') AS headline
+                                   'StartSel=' || chr(2) || ', StopSel=' || chr(3)) AS headline
                 FROM {MESSAGE_FROM},
                      (SELECT websearch_to_tsquery('simple', $2) || websearch_to_tsquery($3::regconfig, $2) AS q) query
                 WHERE m.channel_id = ANY($1::uuid[]) AND m.deleted_at IS NULL AND m.search @@ query.q
