@@ -49,6 +49,10 @@ PROFILES: dict[str, Profile] = {
                 port_offset=40),
         Profile("scheduler", "Scheduled jobs (feed polling, digests, backups); one active leader",
                 schedules=True, port_offset=60),
+        # Model server (plugins/ai): loads models once, serves the others over Redis. Needs the
+        # `ai` extra, so none run until an operator scales it up; its ports follow the services.
+        Profile("ai", "Model server: LLM, speech-to-text, embeddings, NER; GPU when present", extra="ai",
+                default_processes=0, port_offset=100, max_processes=8),
     )
 }
 

@@ -109,6 +109,7 @@ def create_app(
         plugins = loaded_plugins if plugins is None else plugins
     configure_logging(settings.log)
     kernel = Kernel.build(settings, plugins)
+    kernel.profiles = frozenset(profile.name for profile in profiles)  # start-up hooks may depend on them
 
     @asynccontextmanager
     async def lifespan(app: Litestar):

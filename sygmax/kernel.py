@@ -54,6 +54,7 @@ class Kernel:
         self.bus = bus
         self.fanout = fanout
         self.storage = storage
+        self.profiles: frozenset[str] = frozenset()  # the process profiles this process runs (set by create_app)
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
