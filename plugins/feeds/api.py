@@ -9,14 +9,16 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from sygmax.auth.audit import source_of
 from sygmax.auth.tokens import CurrentActor
+from sygmax.errors import Problem
 from sygmax.kernel import KernelDep
 
 from plugins.feeds import actions, opml
 from plugins.feeds.actions import ItemFilter
+from plugins.feeds.settings import feeds_settings
 
 SECURITY = [{"bearer": []}]
 TAGS = ["feeds"]
@@ -37,7 +39,7 @@ class ProblemOut(msgspec.Struct):
 
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
-    text = {403: "Not allowed", 409: "Conflicts with the current state", 413: "Too large",
+    text = {400: "Malformed or invalid input", 403: "Not allowed", 409: "Conflicts with the current state", 413: "Too large",
             422: "The URL could not be fetched or is not a feed"}
     return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
 
@@ -242,12 +244,18 @@ async def delete_rule(rule_id: FromPath[uuid.UUID], actor: CurrentActor, kernel:
 # OPML and preferences
 
 
-@post("/opml", tags=TAGS, summary="Import an OPML file (its feeds are fetched by the next poll)", status_code=200,
-      security=SECURITY, responses=_responses(403, 413))
-async def import_opml(data: Annotated[bytes, Body(media_type="text/x-opml",
-                                                  description="an OPML document (text/x-opml or application/xml)")],
-                      actor: CurrentActor, kernel: KernelDep, request: Request) -> opml.ImportResult:
-    return await opml.do_import_opml(actor, kernel, data, source=source_of(request))
+@post("/opml", tags=TAGS, summary="Import an OPML file sent as the raw request body (text/x-opml or "
+                                  "application/xml); its feeds are fetched by the next poll", status_code=200,
+      security=SECURITY, responses=_responses(400, 403, 413))
+async def import_opml(actor: CurrentActor, kernel: KernelDep, request: Request) -> opml.ImportResult:
+    # The body is read raw: Litestar would decode a typed ``bytes`` body as JSON.
+    limit = feeds_settings(kernel).opml_max_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Problem(413, "payload-too-large", f"The OPML file is larger than {limit:,} bytes")
+    return await opml.do_import_opml(actor, kernel, bytes(body), source=source_of(request))
 
 
 @get("/opml", tags=TAGS, summary="Export your subscriptions as OPML 2.0", security=SECURITY,

@@ -75,7 +75,7 @@ async def send_due_digests(kernel, now: datetime | None = None) -> int:
            FROM feeds_preference p JOIN sygmax_user u ON u.id = p.user_id
            WHERE u.is_active AND p.digest <> 'off'
              AND (p.digest_sent_at IS NULL
-                  OR p.digest_sent_at <= $1 - CASE p.digest WHEN 'daily' THEN interval '1 day'
+                  OR p.digest_sent_at <= $1::timestamptz - CASE p.digest WHEN 'daily' THEN interval '1 day'
                                                             ELSE interval '7 days' END + interval '5 minutes')""",
         now)
     sent = 0

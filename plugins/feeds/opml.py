@@ -47,7 +47,7 @@ def parse_opml(raw: bytes, max_bytes: int) -> list[OpmlFeed]:
     try:
         root = SafeET.fromstring(raw, forbid_dtd=True)
     except (SafeET.ParseError, DefusedXmlException, ValueError) as exc:
-        raise Problem(400, "invalid-opml", f"Not a readable OPML document: {exc}") from None
+        raise Problem(400, "invalid-opml", f"Not a readable OPML document: {str(exc)[:200]}") from None
     if root.tag != "opml" or root.find("body") is None:
         raise Problem(400, "invalid-opml", "Not an OPML document (no <opml><body>)")
     feeds: list[OpmlFeed] = []
