@@ -59,11 +59,11 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
+import httpx
+import psutil
 
-from bench.report import emit  # noqa: E402
-from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
+from bench.report import emit
+from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port
 
 RESULTS = ROOT / "bench" / "results" / "chat_fanout.json"
 SYGMAX = str(Path(sys.executable).parent / "sygmax")
@@ -90,6 +90,19 @@ def tree_rss(pids: list[int]) -> int:
             for member in [process, *process.children(recursive=True)]:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     total += member.memory_info().rss
+    return total
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and their descendants."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            for member in [process, *process.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = member.cpu_times()
+                    total += times.user + times.system
     return total
 
 
@@ -173,7 +186,7 @@ class BareSystem:
         self._client: Any = None
         self._number = 0
 
-    async def start(self, clients: int) -> None:
+    def _spawn(self) -> None:
         for _ in range(2):
             port = free_port()
             self.processes.append(subprocess.Popen(
@@ -181,9 +194,16 @@ class BareSystem:
             self.ports.append(port)
         for port in self.ports:
             wait_for_port(port)
+
+    async def start(self, clients: int) -> None:
+        await asyncio.to_thread(self._spawn)
         from redis.asyncio import Redis
 
         self._client = Redis.from_url(self.redis.url)
+
+    async def warm_up(self) -> None:
+        for channel_id in self.channel_ids:
+            await self._client.publish(BARE_PREFIX + channel_id, '{"type":"warm-up"}')
 
     def client_specs(self, count: int) -> list[tuple[str, dict[str, str]]]:
         return [(f"ws://127.0.0.1:{self.ports[i % 2]}/", {}) for i in range(count)]
@@ -192,9 +212,8 @@ class BareSystem:
         channel_id = self.channel_ids[channel_index]
         sent = time.time()
         # The frame Sygmax sends, give or take fields: type, channel and a message object.
-        frame = ('{"type":"message","channel_id":"%s","message":{"channel_id":"%s","seq":%d,'
-                 '"text":"bench:%.6f:%d","html":"<p>bench:%.6f:%d</p>"}}'
-                 % (channel_id, channel_id, number, sent, number, sent, number))
+        frame = (f'{{"type":"message","channel_id":"{channel_id}","message":{{"channel_id":"{channel_id}",'
+                 f'"seq":{number},"text":"bench:{sent:.6f}:{number}","html":"<p>bench:{sent:.6f}:{number}</p>"}}}}')
         await self._client.publish(BARE_PREFIX + channel_id, frame)
 
     def server_pids(self) -> list[int]:
@@ -220,13 +239,62 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
+def profiled_realtime_main(port: int, output: str) -> None:
+    """One realtime process under cProfile (``--profile``): granian's embedded server, which runs
+    the app in this very process (``sygmax run`` has granian run it in worker processes a
+    profiler here would not see). Stats are written to ``output`` on SIGUSR1."""
+    import cProfile
+
+    import uvloop
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    os.environ["SYGMAX_PROFILES"] = "realtime"
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sygmax-metrics-"))
+    raise_nofile()
+    from sygmax.app import create_app
+
+    server = Server(create_app("realtime"), address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+                    websockets=True, log_access=False)
+    profiler: list[cProfile.Profile] = []
+
+    def start(*_: Any) -> None:
+        # Only the measured window (the bench signals its start), not connecting and settling.
+        profiler.append(cProfile.Profile())
+        profiler[-1].enable()
+
+    def dump(*_: Any) -> None:
+        # On request, not at exit: a graceful shutdown may outlast the bench's patience.
+        if profiler:
+            profiler[-1].disable()
+            profiler[-1].dump_stats(output)
+
+    signal.signal(signal.SIGUSR2, start)
+    signal.signal(signal.SIGUSR1, dump)
+    uvloop.run(server.serve())
+
+
+def profile_summary(paths: list[Path], top: int = 30) -> list[str]:
+    import io
+    import pstats
+
+    stream = io.StringIO()
+    stats = pstats.Stats(*[str(path) for path in paths if path.exists()], stream=stream)
+    stats.sort_stats("tottime").print_stats(top)
+    return [line for line in stream.getvalue().splitlines() if line.strip()]
+
+
 # --- Sygmax: sygmax run realtime x2 + sygmax run api ----------------------------------------------
 
 
 class SygmaxSystem:
     name = "sygmax"
 
-    def __init__(self, postgres: PostgresServer, redis: RedisServer, channels: int, workdir: Path) -> None:
+    def __init__(self, postgres: PostgresServer, redis: RedisServer, channels: int, workdir: Path,
+                 profile: bool = False, users: int = 0) -> None:
+        self.users = users
+        self.profile = profile
+        self.profiles: list[Path] = []
         self.postgres = postgres
         self.redis = redis
         self.channels = channels
@@ -234,25 +302,31 @@ class SygmaxSystem:
         self.processes: list[subprocess.Popen] = []
         self.realtime_ports: list[int] = []
         self.realtime_pids: list[int] = []
+        self.api_pid = 0
         self.api = ""
         self.channel_ids: list[str] = []
         self.tokens: list[str] = []
         self.sender_tokens: list[str] = []
         self._http: httpx.AsyncClient | None = None
         self.database = ""
+        self.post_durations = array("d")  # REST round trips: commit and publish happen inside them
 
     def _environment(self, database_url: str) -> dict[str, str]:
         from tests.conftest import service_environ
 
         return {**os.environ, **service_environ(database_url, self.redis.url, self.workdir / "objects"),
-                "SYGMAX_CONFIG": str(self.workdir / "absent.toml"), "SYGMAX_LOG_LEVEL": "WARNING",
+                "SYGMAX_CONFIG": str(self.workdir / "absent.toml"), "SYGMAX_LOG_LEVEL": "warning",
                 # The senders post far above a person's typing speed, on purpose.
                 "SYGMAX_CHATS_MESSAGES_PER_MINUTE": "1000000"}
 
     def _spawn(self, profiles: str, port: int, env: dict[str, str]) -> int:
-        log = open(self.workdir / f"{profiles.replace(',', '-')}-{port}.log", "wb")
-        process = subprocess.Popen([SYGMAX, "run", profiles, "--port", str(port)], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        command = [SYGMAX, "run", profiles, "--port", str(port)]
+        if self.profile and profiles == "realtime":
+            self.profiles.append(self.workdir / f"realtime-{port}.prof")
+            command = [sys.executable, __file__, "--profiled-realtime", str(port), str(self.profiles[-1])]
+        with open(self.workdir / f"{profiles.replace(',', '-')}-{port}.log", "wb") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         self.processes.append(process)
         return process.pid
 
@@ -270,23 +344,29 @@ class SygmaxSystem:
         await migrate(database_url, plan([(plugin.name, plugin.migrations) for plugin in plugins]))
         env = self._environment(database_url)
         api_port = free_port()
-        self._spawn("api", api_port, env)
+        self.api_pid = self._spawn("api", api_port, env)
         for _ in range(2):
             port = free_port()
             self.realtime_pids.append(self._spawn("realtime", port, env))
             self.realtime_ports.append(port)
         self.api = f"http://127.0.0.1:{api_port}"
         for port in [api_port, *self.realtime_ports]:
-            wait_for_port(port, timeout=60)
+            try:
+                wait_for_port(port, timeout=60)
+            except TimeoutError:
+                logs = "\n".join(path.read_text(errors="replace")[-2000:] for path in self.workdir.glob("*.log"))
+                raise RuntimeError(f"a server did not start:\n{logs}") from None
 
         connection = await asyncpg.connect(database_url)
         try:
-            users = await self._make_users(connection, clients + self.channels)
+            people = min(clients, self.users) if self.users else clients
+            users = await self._make_users(connection, people + self.channels)
         finally:
             await connection.close()
         owner_token = users[0][1]
-        self.sender_tokens = [token for _, token in users[clients:]]
-        self.tokens = [token for _, token in users[:clients]]
+        self.sender_tokens = [token for _, token in users[people:]]
+        # With fewer people than clients, each person has several connections (tabs, devices).
+        self.tokens = [users[index % people][1] for index in range(clients)]
         self._http = httpx.AsyncClient(base_url=self.api, timeout=30,
                                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
         owner = {"Authorization": f"Bearer {owner_token}"}
@@ -296,7 +376,7 @@ class SygmaxSystem:
             channel = await self._ok("POST", "/api/v1/chats/channels", owner,
                                      {"workspace_id": workspace["id"], "name": f"bench-{index}", "private": False})
             self.channel_ids.append(channel["id"])
-            await self._add_members(channel["id"], owner, [user for user, _ in users[1:]])
+            await self._add_members(database_url, channel["id"], workspace["id"], [user for user, _ in users[1:]])
 
     async def _make_users(self, connection, count: int) -> list[tuple[uuid.UUID, str]]:
         from sygmax.auth.tokens import hash_token, new_token
@@ -325,15 +405,18 @@ class SygmaxSystem:
         finally:
             await connection.close()
 
-    async def _add_members(self, channel_id: str, owner: dict[str, str], user_ids: list[uuid.UUID]) -> None:
-        semaphore = asyncio.Semaphore(32)
+    async def _add_members(self, database_url: str, channel_id: str, workspace_id: str,
+                           user_ids: list[uuid.UUID]) -> None:
+        """Thousands of channel members: straight into chats_member, as for the workspace."""
+        import asyncpg
 
-        async def add(user_id: uuid.UUID) -> None:
-            async with semaphore:
-                await self._ok("POST", f"/api/v1/chats/channels/{channel_id}/members", owner,
-                               {"user_id": str(user_id)})
-
-        await asyncio.gather(*(add(user_id) for user_id in user_ids))
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.executemany(
+                "INSERT INTO chats_member (channel_id, workspace_id, user_id) VALUES ($1, $2, $3)",
+                [(uuid.UUID(channel_id), uuid.UUID(workspace_id), user_id) for user_id in user_ids])
+        finally:
+            await connection.close()
 
     async def _ok(self, method: str, url: str, headers: dict[str, str], body: Any) -> Any:
         assert self._http is not None
@@ -346,14 +429,24 @@ class SygmaxSystem:
         return [(f"ws://127.0.0.1:{self.realtime_ports[i % 2]}/ws/chats",
                  {"Authorization": f"Bearer {self.tokens[i]}"}) for i in range(count)]
 
-    async def send(self, channel_index: int, number: int) -> None:
+    async def warm_up(self) -> None:
+        """A few posts before any client connects: first-use costs (imports, pools) are not measured."""
+        for index in range(self.channels):
+            for _ in range(3):
+                await self._post(index, "warming up")
+
+    async def _post(self, channel_index: int, text: str) -> None:
         assert self._http is not None
         headers = {"Authorization": f"Bearer {self.sender_tokens[channel_index]}"}
-        sent = time.time()
         response = await self._http.post(f"/api/v1/chats/channels/{self.channel_ids[channel_index]}/messages",
-                                         headers=headers, json={"text": f"bench:{sent:.6f}:{number}"})
+                                         headers=headers, json={"text": text})
         if response.status_code != 201:
             raise RuntimeError(f"post: {response.status_code} {response.text[:300]}")
+
+    async def send(self, channel_index: int, number: int) -> None:
+        sent = time.time()
+        await self._post(channel_index, f"bench:{sent:.6f}:{number}")
+        self.post_durations.append(time.time() - sent)
 
     def server_pids(self) -> list[int]:
         return list(self.realtime_pids)
@@ -361,6 +454,15 @@ class SygmaxSystem:
     async def stop(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+        if self.profile:
+            for pid in self.realtime_pids:
+                os.kill(pid, signal.SIGUSR1)
+            for path in self.profiles:
+                for _ in range(100):
+                    if path.exists() and path.stat().st_size:
+                        break
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
         stop_processes(self.processes)
         if self.database:
             self.postgres.psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
@@ -479,7 +581,7 @@ async def _clients(specs: list[tuple[str, dict[str, str]]], channel_ids: list[st
     errors: list[str] = []
     clients: list[RawClient] = []
     semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    subscribe_frames = [('{"type":"subscribe","channel_id":"%s"}' % channel_id) for channel_id in channel_ids]
+    subscribe_frames = [f'{{"type":"subscribe","channel_id":"{channel_id}"}}' for channel_id in channel_ids]
     search = MARK.search
 
     def sink(payload: bytearray, arrived: float) -> None:
@@ -504,7 +606,7 @@ async def _clients(specs: list[tuple[str, dict[str, str]]], channel_ids: list[st
                         lambda: RawClient(parts.netloc, parts.path or "/", headers, sink), parts.hostname, parts.port)
                     await asyncio.wait_for(client.upgraded, 60)
                     break
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (OSError, TimeoutError) as exc:
                     if attempt == 4:
                         errors.append(f"connect: {exc!r}")
                         return
@@ -526,10 +628,26 @@ async def _clients(specs: list[tuple[str, dict[str, str]]], channel_ids: list[st
 # --- one measured run -----------------------------------------------------------------------------
 
 
+async def settle(pids: list[int], quiet: float = 0.05, limit_s: float = 300.0) -> float:
+    """Wait until the servers are idle (under ``quiet`` of a CPU over a second): the work that
+    connecting set off (authentication, subscriptions, presence announcements to everyone
+    already connected) is done, so what follows measures steady-state fan-out. Returns how long
+    that took after the last client connected (reported: it is a cost of its own)."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        before = tree_cpu(pids)
+        await asyncio.sleep(1.0)
+        if tree_cpu(pids) - before < quiet:
+            break
+    return time.monotonic() - began
+
+
+
 async def measure(system: Any, clients: int, channels: int, rate: float, duration: float) -> dict[str, Any]:
     spawn = multiprocessing.get_context("spawn")
     await system.start(clients)
     try:
+        await system.warm_up()
         await asyncio.sleep(1.0)
         rss_before = tree_rss(system.server_pids())
         specs = system.client_specs(clients)
@@ -547,7 +665,7 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
             connected += count
             connect_errors += errors
         connect_s = time.monotonic() - started
-        await asyncio.sleep(1.0)
+        settle_s = await settle(system.server_pids())
         rss_after = tree_rss(system.server_pids())
 
         total = max(1, int(rate * duration))
@@ -560,6 +678,12 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 send_errors.append(repr(exc))
 
+        if getattr(system, "profile", False):
+            for pid in system.server_pids():
+                os.kill(pid, signal.SIGUSR2)
+        cpu_before = tree_cpu(system.server_pids())
+        api_pids = [system.api_pid] if getattr(system, "api_pid", 0) else []
+        api_cpu_before = tree_cpu(api_pids)
         began = time.monotonic()
         for number in range(total):
             delay = began + number / rate - time.monotonic()
@@ -569,6 +693,8 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
         await asyncio.gather(*sends)
         sent_s = time.monotonic() - began
         await asyncio.sleep(2.0)  # drain: in-flight deliveries arrive
+        server_cpu = tree_cpu(system.server_pids()) - cpu_before
+        api_cpu = tree_cpu(api_pids) - api_cpu_before
         for pipe in pipes:
             pipe.send("stop")
         latencies, last, counts, client_errors, error_count = array("d"), {}, {}, [], 0
@@ -589,7 +715,7 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
         expected = (total - len(send_errors)) * connected
         return {
             "clients": clients, "connected": connected, "channels": channels, "rate": rate,
-            "duration_s": round(sent_s, 2), "connect_s": round(connect_s, 2),
+            "duration_s": round(sent_s, 2), "connect_s": round(connect_s, 2), "settle_s": round(settle_s, 1),
             "messages_sent": total - len(send_errors), "messages_per_s": round((total - len(send_errors)) / sent_s, 2),
             "deliveries_per_s": round(delivered / sent_s, 1),
             "delivered": delivered, "expected": expected,
@@ -597,6 +723,12 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
             + (total - len(send_errors) - len(counts)),
             "latency_ms": percentiles(latencies),
             "last_recipient_ms": percentiles(array("d", last.values())),
+            # CPU the fan-out servers spent per frame delivered: unlike latency, barely moved by
+            # other load on the machine.
+            "server_cpu_s": round(server_cpu, 2),
+            "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 1),
+            **({"post_ms": percentiles(system.post_durations),
+                "api_cpu_ms_per_post": round(api_cpu / max(1, total) * 1000, 2)} if api_pids else {}),
             "rss_per_connection_kib": round((rss_after - rss_before) / max(1, connected) / 1024, 1),
             "server_rss_mib": {"before": round(rss_before / 2**20, 1), "after": round(rss_after / 2**20, 1)},
             "errors": {"connect": connect_errors[:3], "send": send_errors[:3], "client": client_errors[:3],
@@ -615,7 +747,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "chat_fanout",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "nofile": hard},
-        "method": {"server_processes": 2, "client_processes": 2, "channels": args.channels,
+        "method": {"server_processes": 2, "users": args.users or "one per client", "client_processes": 2, "channels": args.channels,
                    "rate_msgs_per_s": args.rate, "duration_s": args.duration,
                    "every_client_subscribes_every_channel": True},
         "targets_p99_ms": {"1000": 25, "5000": 50},
@@ -629,8 +761,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         system: Any = BareSystem(redis, args.channels)
                     else:
                         assert postgres is not None
-                        system = SygmaxSystem(postgres, redis, args.channels, Path(directory))
+                        system = SygmaxSystem(postgres, redis, args.channels, Path(directory), args.profile,
+                                              args.users)
                     result = await measure(system, clients, args.channels, args.rate, args.duration)
+                    if args.profile and name == "sygmax":
+                        result["profile_tottime"] = profile_summary(system.profiles)
                 report["results"].setdefault(str(clients), {})[name] = result
                 print(f"# {name} {clients}: p99 {result['latency_ms']['p99']} ms", file=sys.stderr)
     finally:
@@ -647,8 +782,15 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second, all channels together")
     parser.add_argument("--systems", default="bare,sygmax")
+    parser.add_argument("--users", type=int, default=0,
+                        help="distinct Sygmax users behind the clients (default: one per client); fewer "
+                             "means several connections per user, and fewer presence transitions")
     parser.add_argument("--quick", action="store_true", help="200 clients, 5 s: checks the harness")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="run Sygmax's realtime processes under cProfile (uvicorn in-process) and "
+                             "add the top functions by own time to the report; slows them down")
+    parser.add_argument("--profiled-realtime", nargs=2, metavar=("PORT", "OUTPUT"), help=argparse.SUPPRESS)
     parser.add_argument("--bare-server", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -658,7 +800,9 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse()
-    if arguments.bare_server:
+    if arguments.profiled_realtime:
+        profiled_realtime_main(int(arguments.profiled_realtime[0]), arguments.profiled_realtime[1])
+    elif arguments.bare_server:
         bare_server_main(int(arguments.bare_server[0]), arguments.bare_server[1])
     else:
         emit(asyncio.run(main(arguments)), RESULTS, write=not arguments.no_write)
