@@ -55,7 +55,8 @@ Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000, pattern=a
                                    description="Markdown; at least one non-space character, no control "
                                                "characters but tab and newline")]
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=actions.EMOJI_PATTERN)]
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+# At most 2**53: larger JSON numbers lose precision in JavaScript clients and JSON-schema tools.
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200,
                                                        description="repeat a post safely: the same key returns "
                                                                    "the first message")]

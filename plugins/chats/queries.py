@@ -86,7 +86,7 @@ async def list_messages(actor: Actor, kernel, channel_id: uuid.UUID, *, before: 
                         limit: int) -> list[MessageOut]:
     """A page of history in sequence order: the newest ``limit`` below ``before`` (or the newest of
     all), or the oldest ``limit`` above ``after`` (and below ``before`` when both are given)."""
-    highest = 2**62
+    highest = 2**53
     before = None if before is None else min(max(before, 0), highest)
     after = None if after is None else min(max(after, 0), highest)
     async with kernel.db.pool.acquire() as connection:

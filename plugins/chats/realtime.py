@@ -56,7 +56,7 @@ CATCHUP_PAGE = 200
 TYPING_INTERVAL_S = 1.0
 
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
-SeqNo = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+SeqNo = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
 class _Client(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
