@@ -287,7 +287,8 @@ def preflight(state: ApplianceState) -> list[Finding]:
             Finding(
                 "api processes",
                 "warning",
-                "one api process: it restarts in place, so requests wait on Caddy's retries (5 s) while it starts",
+                "one api process: it restarts in place, so requests wait on Caddy's retries (5 s) "
+                "while it starts",
                 "sygmax scale api=2 before upgrading",
             )
         )
@@ -306,7 +307,8 @@ def _copy_cost(state: ApplianceState) -> int:
 
 
 def event_backlog(state: ApplianceState) -> dict[str, int] | None:
-    """Unfinished events (lag + pending) per ``stream/group``, from a process's /metrics; None if unreadable."""
+    """Unfinished events (lag + pending) per ``stream/group``, from a process's /metrics; None if
+    unreadable."""
     from prometheus_client.parser import text_string_to_metric_families
 
     ports = [port for _, _, port in state.all_processes()]
@@ -409,7 +411,8 @@ def contract_problems(steps: Sequence, running: str) -> list[str]:
         if Version(running) < needed:
             problems.append(
                 f"{where} is a contract step for releases from {needed} on, but this node runs {running}, "
-                f"which still uses what it removes: upgrade to a {needed.major}.{needed.minor}.x release first"
+                f"which still uses what it removes: upgrade to a {needed.major}.{needed.minor}.x "
+                "release first"
             )
     return problems
 
@@ -489,7 +492,8 @@ def _umask(mask: int) -> Iterator[None]:
 
 
 def install_release(state: ApplianceState, target: Target, reporter: Reporter | None = None) -> Path:
-    """The new release's venv in ``deployments/<version>``, checked; :class:`UpgradeError` if it cannot be made."""
+    """The new release's venv in ``deployments/<version>``, checked; :class:`UpgradeError` if it
+    cannot be made."""
     reporter = reporter or Reporter()
     venv = release_dir(state, target.version)
     if venv.resolve() == Path(state.venv).resolve():
@@ -528,7 +532,8 @@ def install_release(state: ApplianceState, target: Target, reporter: Reporter | 
     if done.returncode != 0:
         remove_release(venv)
         raise UpgradeError(
-            f"pip could not install {target.source}; nothing was changed:\n{(done.stderr or done.stdout).strip()[-2000:]}"
+            f"pip could not install {target.source}; nothing was changed:\n"
+            + (done.stderr or done.stdout).strip()[-2000:]
         )
     reporter.note(f"installed {target.source} into {venv}")
     version = subprocess.run(
@@ -538,7 +543,8 @@ def install_release(state: ApplianceState, target: Target, reporter: Reporter | 
     if version.returncode != 0 or found != target.version:
         remove_release(venv)
         raise UpgradeError(
-            f"the new release does not run (`sygmax version` said {found or version.stderr.strip()[-500:]!r}, "
+            "the new release does not run "
+            f"(`sygmax version` said {found or version.stderr.strip()[-500:]!r}, "
             f"expected {target.version}); nothing was changed"
         )
     access = check_venv_access(str(venv))
@@ -612,7 +618,8 @@ def node_environment(state: ApplianceState) -> Iterator[None]:
 
 
 def migration_plan(state: ApplianceState, running: str) -> tuple[str, list]:
-    """(database URL, pending steps of this release), after the stage-2 checks; :class:`UpgradeRefused` if not."""
+    """(database URL, pending steps of this release), after the stage-2 checks;
+    :class:`UpgradeRefused` if not."""
     from sygmax.app import load_configuration
     from sygmax.config import ConfigError
     from sygmax.db.migrations import MigrationError, pending, plan
@@ -763,7 +770,8 @@ def _roll(state: ApplianceState, reporter: Reporter, health_timeout: float) -> l
 
 
 def _point_current(state: ApplianceState) -> None:
-    """``deployments/current`` -> the serving venv; ``/usr/local/bin/sygmax`` follows on the host's own install."""
+    """``deployments/current`` -> the serving venv; ``/usr/local/bin/sygmax`` follows on the host's
+    own install."""
     releases = state.layout.releases
     releases.mkdir(parents=True, exist_ok=True)
     staged = releases / ".current"

@@ -1,4 +1,8 @@
-"""``sygmax upgrade [--to PATH_OR_VERSION] [--yes]`` and ``sygmax upgrade --rollback``: thin over appliance.upgrade."""
+"""``sygmax upgrade [--to PATH_OR_VERSION] [--yes]`` and ``sygmax upgrade --rollback``.
+
+Thin over :mod:`appliance.upgrade`; stage 2 (``--finish-from``, hidden) is this same command run
+from the new release's venv.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +75,8 @@ def upgrade(
             report = up.finish(state, Path(finish_from), printer, health_timeout)
             console.print(
                 f"[green]upgraded[/] {report.old_version} -> {report.new_version} in {report.seconds:.0f}s: "
-                f"{len(report.migrations)} migration(s) applied; {len(report.restarted)} process(es) restarted",
+                f"{len(report.migrations)} migration(s) applied; "
+                f"{len(report.restarted)} process(es) restarted",
                 highlight=False,
             )
             return
