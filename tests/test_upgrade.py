@@ -242,7 +242,7 @@ def test_clone_shares_files_and_never_writes_through_to_the_original(tmp_path):
 
 NEXT = bump(__version__)
 BROKEN = bump(__version__, 2)
-BROKEN_MIGRATION = """-- The broken release's expand step: applied before it fails to start, kept after rollback.
+BROKEN_MIGRATION = """-- The broken release's expand step: applied before it fails, kept after rollback.
 CREATE TABLE sygmax_upgrade_broken_probe (id bigint PRIMARY KEY);
 """
 CONTRACT_MIGRATION = f"""-- sygmax: contract since {bump(__version__, 5)}
