@@ -62,6 +62,8 @@ class PostgresServer:
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sygmax-pg-")))
     user: str = "sygmax"
     password: str = "sygmax-test"
+    # Extra server settings, e.g. {"archive_mode": "on", "archive_command": "..."} (backup tests).
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -83,17 +85,29 @@ class PostgresServer:
              "-A", "scram-sha-256", "-E", "UTF8", "--no-sync", "--locale=C.UTF-8"],
             check=True, capture_output=True,
         )
+        self.launch()
+        self.psql("postgres", "CREATE DATABASE sygmax")
+        return self
+
+    def launch(self) -> None:
+        """Start the postmaster on the existing data directory (also after a test stopped it)."""
         options = (
             f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
+        options += "".join(f" -c {key}='{value}'" for key, value in self.settings.items())
         subprocess.run(
-            [*prefix, _pg_bin("pg_ctl"), "-D", str(self.data_dir), "-o", options,
+            [*_as_unprivileged(), _pg_bin("pg_ctl"), "-D", str(self.data_dir), "-o", options,
              "-l", str(self.directory / "log"), "-w", "start"],
             check=True, capture_output=True,
         )
-        self.psql("postgres", "CREATE DATABASE sygmax")
-        return self
+
+    def halt(self) -> None:
+        """Stop the postmaster cleanly, keeping the data directory."""
+        subprocess.run(
+            [*_as_unprivileged(), _pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+            check=True, capture_output=True,
+        )
 
     def psql(self, database: str, sql: str) -> str:
         env = {**os.environ, "PGPASSWORD": self.password}

@@ -23,6 +23,7 @@ from appliance.backup.crypto import EncryptingWriter
 from appliance.backup.errors import BackupError
 from appliance.backup.location import SUFFIX, open_location
 from appliance.backup.pg import libpq_environ, tool
+from appliance.backup.pitr import archive_current_wal
 from appliance.backup.settings import default_location, resolve_key
 from sygmax import __version__
 from sygmax.config import Settings
@@ -196,6 +197,8 @@ async def _create(settings, location, name, key, reason, base_backup, progress) 
             advance("database", len(data))
         result.database_bytes = part.finish(format="pg_dump -Fc")["size"]
         if base_backup:
+            # pg_basebackup waits without end for its WAL to be archived: prove archiving works first.
+            await archive_current_wal(settings.database.url, timeout_s=60)
             basebackup = _Pipe([tool("pg_basebackup"), "-D", "-", "-Ft", "-X", "none", "--checkpoint=fast",
                                 "--no-password"], environ, "pg_basebackup")
             running.append(basebackup)

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+import certifi
+import urllib3
+
 from appliance.backup.errors import BackupError
 
 SUFFIX = ".sygbak"
@@ -205,16 +208,24 @@ class S3Location(Location):
         for pair in parts.query.split("&"):
             if pair.startswith("region="):
                 region = pair[len("region="):]
+        # Bounded retries (minio's defaults retry for minutes), as in sygmax.storage.s3.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=10, read=300),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
         self.client = Minio(endpoint, access_key=unquote(parts.username), secret_key=unquote(parts.password),
-                            secure=secure, region=region)
+                            secure=secure, region=region, http_client=http)
         self.display = f"s3://{endpoint}/{self.bucket}/{self.prefix}"
 
     def _call(self, what: str, fn, *args, **kwargs):
         from minio.error import MinioException
+        from urllib3.exceptions import HTTPError
 
         try:
             return fn(*args, **kwargs)
-        except (MinioException, OSError) as exc:
+        except (MinioException, HTTPError, OSError) as exc:
             raise BackupError(f"S3 {what} failed at {self.display}: {exc}") from exc
 
     def open_sink(self, name: str) -> Sink:
