@@ -320,8 +320,13 @@ async def search(q: Annotated[str, QueryParameter(min_length=1, max_length=500)]
 # Attachments
 
 
+# The upload route's own body limit: the highest [chats] max_attachment_bytes allowed, plus room for
+# the multipart envelope; the configured limit is enforced by the action (413 attachment-too-large).
+UPLOAD_BODY_LIMIT = 256 * 1024 * 1024 + 64 * 1024
+
+
 @post(C + "/attachments", tags=TAGS, summary="Upload a file (multipart field 'file'); send its id with a message",
-      security=SECURITY, responses=_responses(403, 413))
+      security=SECURITY, responses=_responses(403, 413), request_max_body_size=UPLOAD_BODY_LIMIT)
 async def upload_attachment(channel_id: FromPath[uuid.UUID], actor: CurrentActor, kernel: KernelDep,
                             data: Annotated[UploadIn, Body(media_type=RequestEncodingType.MULTI_PART)]
                             ) -> AttachmentOut:
@@ -354,13 +359,13 @@ async def _download(actor, kernel, attachment_id: uuid.UUID, thumbnail: bool) ->
 
 
 @get("/attachments/{attachment_id:uuid}", tags=TAGS, summary="Download an attachment (access-checked stream)",
-     security=SECURITY, responses=_responses(403), media_type="application/octet-stream")
+     security=SECURITY, responses=_responses(403))
 async def download_attachment(attachment_id: FromPath[uuid.UUID], actor: CurrentActor, kernel: KernelDep) -> Stream:
     return await _download(actor, kernel, attachment_id, thumbnail=False)
 
 
 @get("/attachments/{attachment_id:uuid}/thumbnail", tags=TAGS, summary="An image attachment's WebP thumbnail",
-     security=SECURITY, responses=_responses(403), media_type="image/webp")
+     security=SECURITY, responses=_responses(403))
 async def download_thumbnail(attachment_id: FromPath[uuid.UUID], actor: CurrentActor, kernel: KernelDep) -> Stream:
     return await _download(actor, kernel, attachment_id, thumbnail=True)
 

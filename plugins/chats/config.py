@@ -10,7 +10,9 @@ from sygmax.config import Section
 class ChatsSettings(Section):
     max_message_chars: int = Field(10_000, ge=1, le=1_000_000, description="longer messages get 413")
     messages_per_minute: int = Field(60, ge=1, description="per user, across channels and processes; then 429")
-    max_attachment_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="larger uploads get 413")
+    max_attachment_bytes: int = Field(25 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+                                      description="larger uploads get 413 (the upload route accepts bodies up "
+                                                  "to 256 MiB whatever server.max_request_body says)")
     thumbnail_px: int = Field(320, ge=16, le=2048, description="longest side of image thumbnails")
     search_language: str = Field("english", description="PostgreSQL text search configuration for stemming")
     send_queue_frames: int = Field(1024, ge=1, le=1_000_000,
