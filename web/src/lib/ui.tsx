@@ -144,7 +144,7 @@ export function useApi<T>(load: () => Promise<T>, deps: unknown[]): [T | undefin
     return () => {
       live = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is a fresh closure each render: the caller's deps say when to run it again.
   }, [...deps, tick]);
   return [data, error, () => setTick((n) => n + 1)];
 }

@@ -1,8 +1,10 @@
 import { useSession } from "../lib/session";
+import { hasUI } from "../plugins";
 
 export function Home() {
   const { user, workspace, plugins } = useSession();
-  const pages = plugins.flatMap((plugin) => plugin.ui_pages).filter((page) => !page.path.startsWith("/admin/"));
+  const pages = plugins.filter((plugin) => hasUI(plugin.name)).flatMap((plugin) => plugin.ui_pages)
+    .filter((page) => !page.path.startsWith("/admin/"));
   return (
     <section aria-labelledby="home-title">
       <h1 id="home-title">Welcome, <span class="user-name">{user.display_name}</span></h1>

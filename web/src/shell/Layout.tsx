@@ -8,6 +8,7 @@ import type { Workspace } from "../lib/session";
 import { Button, Dialog, FormError, Input, fieldError, useToast } from "../lib/ui";
 import { applyTheme, preferredTheme } from "../theme";
 import type { Theme } from "../theme";
+import { hasUI } from "../plugins";
 import { ADMIN_PAGES } from "./App";
 
 export function Layout({ children }: { children: ComponentChildren }) {
@@ -41,7 +42,10 @@ export function Layout({ children }: { children: ComponentChildren }) {
 
 function Sidebar({ path, onFollow }: { path: string; onFollow: () => void }) {
   const { user, plugins } = useSession();
-  const pages = plugins.flatMap((plugin) => plugin.ui_pages.map((page) => ({ ...page, plugin: plugin.name })));
+  // Pages of enabled plugins whose front end is in this build (a plugin may declare pages
+  // before its plugins/<name>/ui exists).
+  const pages = plugins.filter((plugin) => hasUI(plugin.name))
+    .flatMap((plugin) => plugin.ui_pages.map((page) => ({ ...page, plugin: plugin.name })));
   const modulePages = pages.filter((page) => !page.path.startsWith("/admin/"));
   const adminPages = [...ADMIN_PAGES, ...pages.filter((page) => page.path.startsWith("/admin/"))];
   const link = (page: { path: string; title: string }) => {
