@@ -12,7 +12,6 @@ the user pressed the button (a higher seq) stay unread.
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 from dataclasses import dataclass
@@ -48,6 +47,11 @@ TS_CONFIGS = {"da": "danish", "de": "german", "en": "english", "es": "spanish", 
               "nn": "norwegian", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sv": "swedish",
               "tr": "turkish"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The same rule as a JSON-schema pattern for the API's inputs: what the schema accepts, the
+# actions accept (the fuzz test holds every schema-valid request to a 2xx/403/404/409 answer).
+_NAME_CHAR = "[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029<>]"
+NAME_PATTERN = f"^{_NAME_CHAR}*[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029<>\\s]{_NAME_CHAR}*$"
+TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
 
 
 def ts_config_for(language: str | None) -> str:
@@ -124,8 +128,7 @@ class RuleView(msgspec.Struct):
     subscription_id: uuid.UUID | None
     field: str
     keyword: str
-    action: str
-    tag: str | None
+    action: str  # mark_read, star or tag:<name>
     created_at: datetime
 
 
@@ -232,7 +235,7 @@ async def check_subscribe(actor: Actor, kernel, url: str, *, folder: str | None 
     try:
         check_url(url)
     except BlockedAddress as exc:
-        raise Problem(400, "url-not-allowed", f"url: {exc}", field="url") from None
+        raise Problem(403, "url-not-allowed", f"url: {exc}", field="url") from None
     if title is not None:
         title = _clean_name(title, "title")
     settings = feeds_settings(kernel)
@@ -250,20 +253,31 @@ async def check_subscribe(actor: Actor, kernel, url: str, *, folder: str | None 
             await policy.require(connection, actor, MANAGE, workspace_id=workspace_id, what="workspace")
         feed_id = await connection.fetchval("SELECT id FROM feeds_feed WHERE url = $1", url)
     if feed_id is None and not fetch:
-        feed_id = await kernel.db.pool.fetchval(
-            """INSERT INTO feeds_feed (id, url) VALUES ($1, $2)
-               ON CONFLICT (url) DO UPDATE SET url = EXCLUDED.url RETURNING id""", uuid.uuid4(), url)
+        feed_id = await _record_feed(kernel, url)
     if feed_id is None:
         async with fetcher_for(settings) as fetcher:
             try:
                 final_url, parsed, result = await _discover(fetcher, url)
             except BlockedAddress as exc:
-                raise Problem(400, "url-not-allowed", f"url: {exc}", field="url") from None
+                raise Problem(403, "url-not-allowed", f"url: {exc}", field="url") from None
             except (FetchError, FeedParseError) as exc:
-                raise Problem(422, "feed-unavailable", f"Cannot read a feed at {url}: {exc}", field="url") from None
-        feed_id = await _create_feed(kernel, settings, final_url, parsed, result)
+                # Subscribed all the same, with the error on the subscription and the next try
+                # backed off: a site that is down today is the usual case, not a mistake.
+                feed_id = await _record_feed(kernel, url, error=str(exc)[:500], retry_in=backoff(settings, 1))
+            else:
+                feed_id = await _create_feed(kernel, settings, final_url, parsed, result)
     return await do_subscribe(actor, kernel, feed_id, folder=folder, workspace_id=workspace_id, title=title,
                               annotate=annotate, source=source)
+
+
+async def _record_feed(kernel, url: str, error: str | None = None, retry_in: float = 0.0) -> uuid.UUID:
+    """A feed row not fetched yet (OPML import) or whose first fetch failed (``error``)."""
+    return await kernel.db.pool.fetchval(
+        """INSERT INTO feeds_feed (id, url, error_count, last_error, last_polled_at, next_poll_at)
+           VALUES ($1, $2, $3, $4, CASE WHEN $4::text IS NULL THEN NULL ELSE now() END,
+                   now() + make_interval(secs => $5))
+           ON CONFLICT (url) DO UPDATE SET url = EXCLUDED.url RETURNING id""",
+        uuid.uuid4(), url, 1 if error else 0, error, retry_in)
 
 
 async def _create_feed(kernel, settings: FeedsSettings, url: str, parsed: ParsedFeed, result) -> uuid.UUID:
@@ -458,6 +472,16 @@ async def _store(connection, kernel, settings: FeedsSettings, feed_id: uuid.UUID
     # Items older than the retention window are not (re)inserted: retention deleted them once.
     horizon = now - timedelta(days=settings.retention_days)
     fresh = [item for item in parsed.items if item.published_at is None or item.published_at >= horizon]
+    if fresh:
+        # Most of a feed is already stored: find those first, so only new items are sanitised
+        # and sent to INSERT (whose generated search column is computed before ON CONFLICT).
+        known = await connection.fetch(
+            """SELECT dedupe_key, content_hash FROM feeds_item
+               WHERE feed_id = $1 AND (dedupe_key = ANY($2::text[]) OR content_hash = ANY($3::bytea[]))""",
+            feed_id, [item.dedupe_key for item in fresh], [item.content_hash for item in fresh])
+        keys = {row["dedupe_key"] for row in known}
+        hashes = {bytes(row["content_hash"]) for row in known}
+        fresh = [item for item in fresh if item.dedupe_key not in keys and item.content_hash not in hashes]
     if not fresh:
         return []
     columns: list[list] = [[] for _ in range(10)]
@@ -524,16 +548,21 @@ async def _apply_rules(connection, feed_id: uuid.UUID, items: Sequence, subscrip
 # Items
 
 
+CURSOR_PATTERN = r"^[0-9]{1,16}_[0-9]{1,18}$"
+
+
 def encode_cursor(published_at: datetime, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{published_at.timestamp():.6f}:{seq}".encode()).decode().rstrip("=")
+    """``<microseconds since 1970>_<seq>``: digits only, so the schema can say exactly what is valid."""
+    micros = round(published_at.timestamp() * 1_000_000)
+    return f"{max(micros, 0)}_{seq}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, seq = text.split(":")
-        return datetime.fromtimestamp(float(stamp), tz=timezone.utc), int(seq)
-    except (ValueError, UnicodeDecodeError, OverflowError):
+        micros, seq = cursor.split("_")
+        published = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(micros))
+        return published, int(seq)
+    except (ValueError, OverflowError):
         raise Problem(400, "invalid-cursor", "cursor: not a cursor this API returned", field="cursor") from None
 
 
@@ -669,10 +698,10 @@ async def do_update_item(actor: Actor, kernel, item_id: uuid.UUID, *, read: bool
                          starred: bool | None = None, tags: list[str] | None = None) -> ItemView:
     """Read/starred/tags are the reader's own state: no audit row (like read receipts)."""
     access.require_scope(actor, READ)
-    if tags is not None:
-        tags = _clean_tags(tags)
     async with kernel.db.pool.acquire() as connection:
         await access.access_item(connection, actor, item_id)
+        if tags is not None:
+            tags = _clean_tags(tags)
         await set_item_states(connection, actor.user_id, [item_id], read=read, starred=starred, tags=tags)
     return await get_item(actor, kernel, item_id)
 
@@ -796,8 +825,8 @@ async def do_delete_folder(actor: Actor, kernel, folder_id: uuid.UUID, source: S
 
 
 def _rule_view(row) -> RuleView:
-    return RuleView(row["id"], row["subscription_id"], row["field"], row["keyword"], row["action"], row["tag"],
-                    row["created_at"])
+    action = f"tag:{row['tag']}" if row["action"] == "tag" else row["action"]
+    return RuleView(row["id"], row["subscription_id"], row["field"], row["keyword"], action, row["created_at"])
 
 
 async def list_rules(actor: Actor, kernel) -> list[RuleView]:
@@ -807,19 +836,18 @@ async def list_rules(actor: Actor, kernel) -> list[RuleView]:
     return [_rule_view(row) for row in rows]
 
 
-async def do_create_rule(actor: Actor, kernel, *, field: str, keyword: str, action: str, tag: str | None,
-                         subscription_id: uuid.UUID | None, apply_existing: bool = False,
-                         source: Source | None = None) -> RuleView:
+async def do_create_rule(actor: Actor, kernel, *, field: str, keyword: str, action: str,
+                         subscription_id: uuid.UUID | None, source: Source | None = None) -> RuleView:
+    """``action`` is ``mark_read``, ``star`` or ``tag:<name>``."""
     access.require_scope(actor, READ)
     keyword = keyword.strip()
     if not keyword or _CONTROL.search(keyword):
         raise Problem(400, "validation-error", "keyword: plain text, not empty", field="keyword")
-    if action == "tag":
-        if tag is None:
-            raise Problem(400, "validation-error", "tag: needed when action is tag", field="tag")
-        tag = _clean_name(tag, "tag")
-    elif tag is not None:
-        raise Problem(400, "validation-error", "tag: only with action tag", field="tag")
+    tag = None
+    if action.startswith("tag:"):
+        action, tag = "tag", _clean_name(action[4:], "action")
+    elif action not in ("mark_read", "star"):
+        raise Problem(400, "validation-error", "action: mark_read, star or tag:<name>", field="action")
     rule_id = uuid.uuid4()
     async with kernel.db.pool.acquire() as connection:
         async with connection.transaction():

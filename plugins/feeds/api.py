@@ -23,12 +23,16 @@ from plugins.feeds.settings import feeds_settings
 SECURITY = [{"bearer": []}]
 TAGS = ["feeds"]
 
-Url = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_URL, pattern=r"^\s*[A-Za-z][A-Za-z0-9+.-]*:",
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f-\x9f/?#]+([/?#][^\x00-\x20\x7f-\x9f]*)?$"
+Url = Annotated[str, msgspec.Meta(min_length=8, max_length=actions.MAX_URL, pattern=URL_PATTERN,
                                   description="feed or site URL (http/https); a site is searched for its feed")]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_NAME, pattern=r"^[^\x00-\x1f\x7f<>]*\S[^\x00-\x1f\x7f<>]*$",
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_NAME, pattern=actions.NAME_PATTERN,
                                    description="plain text")]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_NAME, pattern=r"^[^\x00-\x1f\x7f<>]*\S[^\x00-\x1f\x7f<>]*$")]
-Keyword = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_NAME, pattern=actions.NAME_PATTERN)]
+Keyword = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=actions.NAME_PATTERN.replace("<>", ""))]
+RuleAction = Annotated[str, msgspec.Meta(pattern=r"^(mark_read|star|tag:" + actions.NAME_PATTERN[1:-1] + r")$",
+                                         max_length=actions.MAX_NAME + 4,
+                                         description="mark_read, star, or tag:<name>")]
 
 
 class ProblemOut(msgspec.Struct):
@@ -85,9 +89,8 @@ class FolderIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class RuleIn(msgspec.Struct, forbid_unknown_fields=True):
     keyword: Keyword
-    action: Literal["mark_read", "star", "tag"]
+    action: RuleAction
     field: Literal["title", "content", "any", "author", "url"] = "any"
-    tag: Tag | None = None
     subscription_id: uuid.UUID | None = None
 
 
@@ -101,8 +104,9 @@ class PreferencesIn(msgspec.Struct, forbid_unknown_fields=True):
 # Subscriptions
 
 
-@post("/subscriptions", tags=TAGS, summary="Subscribe to a feed (or a site: its feed is discovered)",
-      security=SECURITY, responses=_responses(403, 409, 422))
+@post("/subscriptions", tags=TAGS, summary="Subscribe to a feed (or a site: its feed is discovered). A feed that "
+                                           "cannot be read now is subscribed with the error shown and retried later",
+      security=SECURITY, responses=_responses(403, 409))
 async def subscribe(data: JSONBody[SubscriptionIn], actor: CurrentActor, kernel: KernelDep,
                     request: Request) -> actions.SubscriptionView:
     return await actions.check_subscribe(actor, kernel, data.url, folder=data.folder, workspace_id=data.workspace_id,
@@ -147,9 +151,9 @@ async def refresh(subscription_id: FromPath[uuid.UUID], actor: CurrentActor,
 # ---------------------------------------------------------------------------------------------
 # Items
 
-Cursor = Annotated[str | None, QueryParameter(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
+Cursor = Annotated[str | None, QueryParameter(max_length=40, pattern=actions.CURSOR_PATTERN,
                                               description="next_cursor of the previous page")]
-Query = Annotated[str | None, QueryParameter(min_length=1, max_length=500,
+Query = Annotated[str | None, QueryParameter(min_length=1, max_length=500, pattern=actions.TEXT_PATTERN,
                                              description="full-text search (web search syntax: words, \"phrases\", "
                                                          "-excluded, or)")]
 
@@ -160,7 +164,7 @@ async def items(actor: CurrentActor, kernel: KernelDep,
                 subscription: Annotated[uuid.UUID | None, QueryParameter(description="subscription id")] = None,
                 folder: Annotated[uuid.UUID | None, QueryParameter(description="folder id")] = None,
                 unread: FromQuery[bool | None] = None, starred: FromQuery[bool | None] = None,
-                tag: Annotated[str | None, QueryParameter(min_length=1, max_length=100)] = None,
+                tag: Annotated[str | None, QueryParameter(min_length=1, max_length=100, pattern=actions.TEXT_PATTERN)] = None,
                 q: Query = None, cursor: Cursor = None,
                 limit: Annotated[int, QueryParameter(ge=1, le=actions.PAGE_MAX)] = 50) -> actions.ItemPage:
     flt = ItemFilter(subscription_id=subscription, folder_id=folder, unread=unread, starred=starred, tag=tag, q=q)
@@ -231,7 +235,7 @@ async def rules(actor: CurrentActor, kernel: KernelDep) -> list[actions.RuleView
 async def create_rule(data: JSONBody[RuleIn], actor: CurrentActor, kernel: KernelDep,
                       request: Request) -> actions.RuleView:
     return await actions.do_create_rule(actor, kernel, field=data.field, keyword=data.keyword, action=data.action,
-                                        tag=data.tag, subscription_id=data.subscription_id, source=source_of(request))
+                                        subscription_id=data.subscription_id, source=source_of(request))
 
 
 @delete("/rules/{rule_id:uuid}", tags=TAGS, summary="Delete a rule", security=SECURITY, responses=_responses(403))
@@ -255,6 +259,8 @@ async def import_opml(actor: CurrentActor, kernel: KernelDep, request: Request) 
         body += chunk
         if len(body) > limit:
             raise Problem(413, "payload-too-large", f"The OPML file is larger than {limit:,} bytes")
+    if not body.strip():
+        return opml.ImportResult(0, 0, [])  # an empty upload imports nothing
     return await opml.do_import_opml(actor, kernel, bytes(body), source=source_of(request))
 
 

@@ -36,6 +36,7 @@ from sygmax import __version__
 USER_AGENT = f"Sygmax-Feeds/{__version__} (+https://sygmax.dev; feed reader)"
 MAX_REDIRECTS = 5
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*(\d+)", re.I)
 
 
@@ -63,6 +64,8 @@ def address_blocked(address: str) -> bool:
 
 def check_url(url: str) -> str:
     """Refuse anything but an absolute http(s) URL with a host (file://, gopher://, ...)."""
+    if _UNSAFE.search(url):
+        raise BlockedAddress("the URL contains spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise BlockedAddress(f"only http and https URLs can be fetched, not {parts.scheme or 'a relative URL'}:")
@@ -88,6 +91,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        except (UnicodeError, ValueError) as exc:
+            raise FetchError(f"cannot resolve {host!r}: {exc}") from None
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         if not addresses:
             raise FetchError(f"cannot resolve {host}")
@@ -202,6 +207,8 @@ class Fetcher:
             raise FetchError(f"timed out after {self.timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}"[:300]) from None
+        except httpx.InvalidURL as exc:
+            raise FetchError(f"not a valid URL: {exc}"[:300]) from None
         except (httpcore.ConnectError, OSError) as exc:
             raise FetchError(f"cannot connect: {exc}"[:300]) from None
 

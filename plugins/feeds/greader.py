@@ -26,7 +26,7 @@ import re
 import secrets
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -58,6 +58,8 @@ MAX_IDS = 1000
 SESSION_PREFIX = "sgr_"
 _USER_PREFIX = re.compile(r"^user/[^/]+/")
 _MAX_SEQ = 2**63 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MAX_UNIX = 253402300799  # 9999-12-31
 
 
 class ProblemOut(msgspec.Struct):
@@ -69,7 +71,7 @@ class ProblemOut(msgspec.Struct):
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
     text = {401: "Wrong e-mail address or password", 403: "Not allowed", 409: "Conflicts with the current state",
-            422: "The URL could not be fetched or is not a feed", 429: "Too many failed logins"}
+            429: "Too many failed logins"}
     return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
 
 
@@ -80,13 +82,13 @@ FormText = Annotated[str, msgspec.Meta(max_length=4096)]
 # Forms as clients send them. Unknown fields are allowed on purpose: clients add their own
 # (client=, accountType=, service=, source=, T=), and refusing them would lock those readers out.
 class LoginForm(msgspec.Struct):
-    Email: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
+    Email: Annotated[str, msgspec.Meta(min_length=1, max_length=254, pattern=actions.TEXT_PATTERN)]
     Passwd: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     output: FromQuery[str | None] = None
 
 
 class EditTagForm(msgspec.Struct):
-    i: Many = None
+    i: str | list[str]
     a: Many = None
     r: Many = None
     T: FormText | None = None
@@ -100,13 +102,13 @@ class ItemsContentsForm(msgspec.Struct):
 
 class MarkAllForm(msgspec.Struct):
     s: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    ts: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    ts: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}$")] | None = None
     T: FormText | None = None
 
 
 class SubscriptionEditForm(msgspec.Struct):
-    ac: Annotated[str, msgspec.Meta(max_length=32)] = "edit"
-    s: Many = None
+    s: str | list[str]
+    ac: Literal["subscribe", "unsubscribe", "edit"] = "edit"
     t: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     a: Many = None
     r: Many = None
@@ -212,8 +214,11 @@ async def user_info(kernel: KernelDep, request: Request) -> dict[str, str]:
 # Ids
 
 
-def item_seq(value: str) -> int:
-    """An item id in any of the forms clients send: long (tag:...:item/<hex>), bare hex, or decimal."""
+def item_seq(value: str) -> int | None:
+    """An item id in any of the forms clients send: long (tag:...:item/<hex>), bare 16-digit hex,
+    or decimal (signed 64-bit, as Google's were). None for anything else: like an id of an item
+    the caller cannot see, it selects nothing (the form fields are lists the schema cannot
+    constrain item by item, so a malformed id is not refused)."""
     value = value.strip()
     try:
         if value.startswith(ITEM_PREFIX):
@@ -223,12 +228,14 @@ def item_seq(value: str) -> int:
         else:
             number = int(value, 10)
     except ValueError:
-        raise Problem(400, "invalid-item-id", f"i: {value[:60]!r} is not an item id", field="i") from None
+        return None
     if number < 0:
-        number &= _MAX_SEQ  # signed 64-bit form of a long id
-    if number > _MAX_SEQ:
-        raise Problem(400, "invalid-item-id", f"i: {value[:60]!r} is not an item id", field="i")
-    return number
+        number &= _MAX_SEQ  # the signed 64-bit form of a long id
+    return number if 0 < number <= _MAX_SEQ else None
+
+
+def _seqs(values: list[str]) -> list[int]:
+    return [seq for seq in map(item_seq, values) if seq is not None]
 
 
 def long_id(seq: int) -> str:
@@ -242,6 +249,8 @@ def _stream(value: str) -> str:
 
 async def _filter_for(connection, actor: Actor, stream: str) -> ItemFilter:
     stream = _stream(stream)
+    if _CONTROL.search(stream):
+        raise Problem(404, "not-found", "No such stream")
     if stream in ("", READING_LIST):
         return ItemFilter()
     if stream == STARRED:
@@ -280,10 +289,8 @@ def _apply_params(flt: ItemFilter, xt: list[str], it: list[str], ot: str | None,
             flt.unread = False
     for value, attribute in ((ot, "newer_than"), (nt, "older_than")):
         if value:
-            try:
-                setattr(flt, attribute, datetime.fromtimestamp(int(value), tz=timezone.utc))
-            except (ValueError, OverflowError, OSError):
-                raise Problem(400, "validation-error", f"{value[:40]!r} is not a Unix time", field="ot") from None
+            seconds = min(max(int(value), 0), _MAX_UNIX)  # the schema allows digits only
+            setattr(flt, attribute, datetime.fromtimestamp(seconds, tz=timezone.utc))
     flt.oldest_first = r == "o"
     return flt
 
@@ -310,24 +317,22 @@ def _label(value: str) -> str | None:
 
 
 @post(API + "/subscription/edit", tags=TAGS, summary="Subscribe, unsubscribe, rename, move between folders",
-      status_code=200, security=SECURITY, media_type="text/plain", responses=_responses(403, 409, 422))
+      status_code=200, security=SECURITY, media_type="text/plain", responses=_responses(403, 409))
 async def subscription_edit(data: Annotated[SubscriptionEditForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
                             kernel: KernelDep, request: Request) -> Response[str]:
     actor = await greader_actor(kernel, request)
     source = source_of(request)
     streams = _many(data.s)
-    if not streams:
-        raise Problem(400, "validation-error", "s: the stream (feed/...) to edit is missing", field="s")
-    folder = next((label for label in map(_label, _many(data.a)) if label), None)
+    folder = next((label for label in map(_label, _many(data.a)) if label and _valid_name(label)), None)
+    title = data.t.strip() if data.t and _valid_name(data.t) else None
     for stream in streams:
         stream = _stream(stream)
         if not stream.startswith("feed/"):
-            raise Problem(400, "validation-error", "s: not a feed stream", field="s")
+            raise Problem(404, "not-found", "No such feed stream (feed/...)")
         target = stream[5:]
         if data.ac == "subscribe":
             try:
-                await actions.check_subscribe(actor, kernel, target, folder=folder, title=data.t or None,
-                                              source=source)
+                await actions.check_subscribe(actor, kernel, target, folder=folder, title=title, source=source)
             except Problem as exc:
                 if exc.slug != "already-subscribed":
                     raise
@@ -346,11 +351,14 @@ async def subscription_edit(data: Annotated[SubscriptionEditForm, Body(media_typ
                     await access.access_subscription(connection, actor, subscription_id, access.MANAGE)
                     await connection.execute("UPDATE feeds_subscription SET folder_id = NULL WHERE id = $1",
                                              subscription_id)
-            await actions.do_update_subscription(actor, kernel, subscription_id, title=data.t or None,
-                                                 folder=folder, source=source)
-        else:
-            raise Problem(400, "validation-error", "ac: subscribe, unsubscribe or edit", field="ac")
+            await actions.do_update_subscription(actor, kernel, subscription_id, title=title, folder=folder,
+                                                 source=source)
     return _text("OK")
+
+
+def _valid_name(value: str) -> bool:
+    """Folder names and titles sent by clients: kept when Sygmax can keep them, else ignored."""
+    return bool(re.match(actions.NAME_PATTERN, value)) and len(value.strip()) <= actions.MAX_NAME
 
 
 async def _subscription_by_url(kernel, actor: Actor, url: str) -> uuid.UUID:
@@ -361,7 +369,7 @@ async def _subscription_by_url(kernel, actor: Actor, url: str) -> uuid.UUID:
 
 
 @post(API + "/subscription/quickadd", tags=TAGS, summary="Subscribe to a URL (a site's feed is discovered)",
-      status_code=200, security=SECURITY, responses=_responses(403, 409, 422))
+      status_code=200, security=SECURITY, responses=_responses(403, 409))
 async def quickadd(data: Annotated[QuickAddForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
                    kernel: KernelDep, request: Request) -> dict[str, Any]:
     actor = await greader_actor(kernel, request)
@@ -410,7 +418,7 @@ async def unread_count(kernel: KernelDep, request: Request, output: FromQuery[st
 # Streams and items
 
 Count = Annotated[int, QueryParameter(name="n", ge=1, le=MAX_IDS, description="items per page")]
-Continuation = Annotated[str | None, QueryParameter(name="c", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
+Continuation = Annotated[str | None, QueryParameter(name="c", max_length=40, pattern=actions.CURSOR_PATTERN)]
 Strings = Annotated[list[str] | None, QueryParameter(max_items=20)]
 UnixTime = Annotated[str | None, QueryParameter(max_length=20, pattern=r"^-?[0-9]+$")]
 Order = Annotated[str | None, QueryParameter(max_length=2)]
@@ -496,7 +504,7 @@ async def stream_item_ids(kernel: KernelDep, request: Request,
 async def _items_by_ids(kernel, actor: Actor, ids: list[str]) -> dict[str, Any]:
     if len(ids) > MAX_IDS:
         raise Problem(400, "validation-error", f"i: at most {MAX_IDS} items at once", field="i")
-    seqs = [item_seq(value) for value in ids]
+    seqs = _seqs(ids)
     async with kernel.db.pool.acquire() as connection:
         feeds = await actions.scope_feeds(connection, actor, ItemFilter())
         subscriptions = {row["id"]: row for row in await access.visible_subscriptions(connection, actor)}
@@ -521,11 +529,9 @@ async def edit_tag(data: Annotated[EditTagForm, Body(media_type=RequestEncodingT
                    kernel: KernelDep, request: Request) -> Response[str]:
     actor = await greader_actor(kernel, request)
     ids = _many(data.i)
-    if not ids:
-        raise Problem(400, "validation-error", "i: no item ids", field="i")
     if len(ids) > MAX_IDS:
         raise Problem(400, "validation-error", f"i: at most {MAX_IDS} items at once", field="i")
-    seqs = [item_seq(value) for value in ids]
+    seqs = _seqs(ids)
     added, removed = [_stream(v) for v in _many(data.a)], [_stream(v) for v in _many(data.r)]
     read = True if READ in added else (False if READ in removed else None)
     starred = True if STARRED in added else (False if STARRED in removed else None)
@@ -555,13 +561,10 @@ async def mark_all_as_read(data: Annotated[MarkAllForm, Body(media_type=RequestE
     async with kernel.db.pool.acquire() as connection:
         flt = await _filter_for(connection, actor, data.s)
     if data.ts:
-        try:
-            stamp = int(data.ts)
-            # Clients send microseconds (Google), some seconds or milliseconds: tell them apart by size.
-            seconds = stamp / 1_000_000 if stamp > 10**14 else stamp / 1000 if stamp > 10**11 else stamp
-            flt.older_than = datetime.fromtimestamp(seconds, tz=timezone.utc) + timedelta(microseconds=1)
-        except (ValueError, OverflowError, OSError):
-            raise Problem(400, "validation-error", "ts: not a timestamp", field="ts") from None
+        stamp = int(data.ts)
+        # Clients send microseconds (Google), some seconds or milliseconds: tell them apart by size.
+        seconds = stamp / 1_000_000 if stamp > 10**14 else stamp / 1000 if stamp > 10**11 else stamp
+        flt.older_than = datetime.fromtimestamp(min(seconds, _MAX_UNIX), tz=timezone.utc) + timedelta(microseconds=1)
     await actions.do_mark_all_read(actor, kernel, flt)
     return _text("OK")
 

@@ -32,6 +32,7 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -60,8 +61,8 @@ class ParsedItem:
     url: str | None
     title: str
     author: str
-    content_html: str  # sanitised
-    content_text: str
+    raw_html: str  # as the feed sent it: never shown; sanitised into content_html on first use
+    base: str | None
     published_at: datetime | None
 
     @property
@@ -72,9 +73,19 @@ class ParsedItem:
             return "l:" + self.url[:2000]
         return "h:" + self.content_hash.hex()
 
-    @property
+    @cached_property
     def content_hash(self) -> bytes:
-        return hashlib.sha256("\x00".join((self.title, self.url or "", self.content_text)).encode()).digest()
+        # Over the raw content, so it is known before sanitising: items already stored are
+        # recognised (and skipped) without paying for nh3 again on every poll.
+        return hashlib.sha256("\x00".join((self.title, self.url or "", self.raw_html)).encode()).digest()
+
+    @cached_property
+    def content_html(self) -> str:
+        return sanitize_html(self.raw_html, self.base)
+
+    @cached_property
+    def content_text(self) -> str:
+        return html_to_text(self.content_html)
 
 
 @dataclass
@@ -206,15 +217,14 @@ def _item(entry: Any, base: str | None, iso_dates: bool) -> ParsedItem:
         published = _from_iso(entry.get("published")) or _from_iso(entry.get("updated"))
     else:
         published = _from_struct(entry.get("published_parsed")) or _from_struct(entry.get("updated_parsed"))
-    content = sanitize_html(_content_of(entry), base)
     author = entry.get("author") or ""
     return ParsedItem(
         guid=guid,
         url=url,
         title=plain_title(entry.get("title")),
         author=plain_title(author if isinstance(author, str) else ""),
-        content_html=content,
-        content_text=html_to_text(content),
+        raw_html=(_content_of(entry) or "")[:MAX_CONTENT],
+        base=base,
         published_at=_sane_date(published),
     )
 
@@ -240,8 +250,10 @@ _CDATA_OR_COMMENT = re.compile(rb"<!\[CDATA\[.*?\]\]>|<!--.*?-->", re.S)
 
 def _looks_right(result: Any, raw: bytes) -> bool:
     entries = result.get("entries") or []
-    # Items hidden inside CDATA or comments are not items: count tags outside them only.
-    expected = len(_ENTRY_TAG.findall(_CDATA_OR_COMMENT.sub(b"", raw)))
+    expected = len(_ENTRY_TAG.findall(raw))
+    if expected != len(entries):
+        # Item tags inside CDATA or comments are not items: count again outside them (rarely needed).
+        expected = len(_ENTRY_TAG.findall(_CDATA_OR_COMMENT.sub(b"", raw)))
     if expected != len(entries) or expected > MAX_ITEMS:
         return False
     feed = result.get("feed") or {}
@@ -325,15 +337,14 @@ def _parse_json(raw: bytes, base: str) -> ParsedFeed:
         url = _absolute(entry.url or entry.external_url, site or base)
         raw_html = entry.content_html or (html.escape(entry.content_text) if entry.content_text else "") \
             or html.escape(entry.summary or "")
-        content = sanitize_html(raw_html, url or site or base)
         author = entry.author or (entry.authors[0] if entry.authors else None)
         items.append(ParsedItem(
             guid=str(entry.id) if entry.id not in (None, "") else None,
             url=url,
             title=plain_title(entry.title),
             author=plain_title(author.name if author else ""),
-            content_html=content,
-            content_text=html_to_text(content),
+            raw_html=raw_html[:MAX_CONTENT],
+            base=base,
             published_at=_sane_date(_from_iso(entry.date_published) or _from_iso(entry.date_modified)),
         ))
     return ParsedFeed(plain_title(document.title), site, (document.language or "").lower() or None, None, items,

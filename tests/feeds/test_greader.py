@@ -175,15 +175,26 @@ async def test_items_of_other_users_are_invisible(reader, api, example_user, fee
     assert (await client.get(R + f"/stream/contents/feed/{tech['id']}", headers=mallory_auth)).status_code == 404
 
 
-@pytest.mark.parametrize("body, slug", [
-    ("i=not-an-id&a=user/-/state/com.google/read", "invalid-item-id"),
-    ("i=tag:google.com,2005:reader/item/zzzz&a=user/-/state/com.google/read", "invalid-item-id"),
-    ("i=99999999999999999999999&a=user/-/state/com.google/read", "invalid-item-id"),
-    ("a=user/-/state/com.google/read", "validation-error"),
-])
-async def test_bad_item_ids(reader, body, slug):
+@pytest.mark.parametrize("ids", ["not-an-id", "tag:google.com,2005:reader/item/zzzz", "99999999999999999999999",
+                                 "-0", "0"])
+async def test_malformed_item_ids_select_nothing(reader, ids):
     client, auth, *_ = reader
-    assert_problem(await client.post(R + "/edit-tag", content=body, headers={**auth, **FORM}), 400, slug)
+    edited = await client.post(R + "/edit-tag", content=f"i={quote(ids)}&a=user/-/state/com.google/read",
+                               headers={**auth, **FORM})
+    assert edited.status_code == 200 and edited.text == "OK"
+    unread = (await client.get(R + f"/stream/items/ids?s={READING_LIST}&n=100&xt=user/-/state/com.google/read",
+                               headers=auth)).json()["itemRefs"]
+    assert len(unread) == 5
+    contents = await client.post(R + "/stream/items/contents", content=f"i={quote(ids)}", headers={**auth, **FORM})
+    assert contents.json()["items"] == []
+
+
+async def test_bad_forms(reader):
+    client, auth, *_ = reader
+    for path, body in [("/edit-tag", "a=user/-/state/com.google/read"), ("/subscription/edit", "ac=edit"),
+                       ("/subscription/edit", "ac=delete&s=feed/x"), ("/mark-all-as-read", "ts=1"),
+                       ("/mark-all-as-read", "s=feed/x&ts=yesterday")]:
+        assert_problem(await client.post(R + path, content=body, headers={**auth, **FORM}), 400, "validation-error")
 
 
 async def test_unknown_streams(reader):

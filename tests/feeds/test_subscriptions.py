@@ -51,9 +51,8 @@ async def test_discovery_from_a_site_page(api, example_user, feed_server):
     alice = await example_user("alice")
     sub = await subscribe(api, alice, feed_server.url("/f/site.html"))
     assert sub["url"] == feed_server.url("/f/atom.xml") and sub["title"] == "Atom Example Blog"
-    body = await api.problem(alice, "POST", F + "/subscriptions", 422, "feed-unavailable",
-                             {"url": feed_server.url("/f/nofeed.html")})
-    assert "advertises no feed" in body["detail"]
+    page = await subscribe(api, alice, feed_server.url("/f/nofeed.html"))
+    assert page["error_count"] == 1 and "advertises no feed" in page["last_error"]
 
 
 async def test_polls_add_new_items_once_and_304_costs_no_parsing(api, example_user, feed_server, db):
@@ -102,12 +101,13 @@ async def test_errors_are_shown_on_the_subscription_with_backoff(api, example_us
 @pytest.mark.parametrize("path, message", [
     ("/slow", "timed out"), ("/huge", "larger than"), ("/status/503", "HTTP 503"), ("/f/malformed.xml", "mismatched tag"),
 ])
-async def test_unreadable_feeds_are_refused_at_subscription(api, example_user, feed_server, db, path, message):
+async def test_unreadable_feeds_are_subscribed_with_their_error(api, example_user, feed_server, db, path, message):
     alice = await example_user("alice")
-    body = await api.problem(alice, "POST", F + "/subscriptions", 422, "feed-unavailable",
-                             {"url": feed_server.url(path)})
-    assert message in body["detail"] and body["field"] == "url"
-    assert await feed_rows(db) == []
+    sub = await subscribe(api, alice, feed_server.url(path))
+    assert sub["error_count"] == 1 and message in sub["last_error"] and sub["unread_count"] == 0
+    # Retried later, backed off: not due right away.
+    assert await db.fetchval("SELECT next_poll_at > now() + interval '30 seconds' FROM feeds_feed")
+    assert (await api.ok(alice, "GET", F + "/subscriptions"))[0]["last_error"] == sub["last_error"]
 
 
 async def test_a_feed_that_breaks_later_keeps_its_error(api, example_user, feed_server):
@@ -151,10 +151,10 @@ async def test_scripts_never_reach_the_reader(api, example_user, feed_server):
 async def test_ssrf_refused_when_private_addresses_are_not_allowed(feeds_api, example_user, feed_server, db, host):
     alice = await example_user("alice")
     async with feeds_api(SYGMAX_FEEDS_ALLOW_PRIVATE_ADDRESSES="false") as guarded:
-        body = await guarded.problem(alice, "POST", F + "/subscriptions", 400, "url-not-allowed",
+        body = await guarded.problem(alice, "POST", F + "/subscriptions", 403, "url-not-allowed",
                                      {"url": f"http://{host}:{feed_server.port}/f/rss2.xml"})
         assert "not allowed" in body["detail"]
-        await guarded.problem(alice, "POST", F + "/subscriptions", 400, "url-not-allowed",
+        await guarded.problem(alice, "POST", F + "/subscriptions", 400, "validation-error",
                               {"url": "file:///etc/passwd"})
     assert feed_server.requests == [] and await feed_rows(db) == []
 
@@ -164,7 +164,7 @@ async def test_ssrf_through_a_redirect_is_refused(feeds_api, example_user, feed_
     inner = feed_server.url("/f/rss2.xml")
     async with feeds_api(SYGMAX_FEEDS_ALLOW_PRIVATE_ADDRESSES="false",
                          SYGMAX_FEEDS_PRIVATE_HOSTS="localhost") as guarded:
-        await guarded.problem(alice, "POST", F + "/subscriptions", 400, "url-not-allowed",
+        await guarded.problem(alice, "POST", F + "/subscriptions", 403, "url-not-allowed",
                               {"url": feed_server.url(f"/redirect/302?to={inner}", host="localhost")})
     assert feed_server.hits("/f/rss2.xml") == 0 and await feed_rows(db) == []
 
@@ -253,7 +253,7 @@ async def test_cursor_pagination(api, example_user, feed_server):
         if cursor is None:
             break
     assert seen == [f"Item {n}" for n in range(7)]
-    await api.problem(alice, "GET", F + "/items?cursor=bm90LWEtY3Vyc29y", 400, "invalid-cursor")
+    await api.problem(alice, "GET", F + "/items?cursor=bm90LWEtY3Vyc29y", 400, "validation-error")
 
 
 async def test_folders_rename_delete_and_patch(api, example_user, feed_server, db):
@@ -295,11 +295,15 @@ async def test_keyword_rules_apply_to_new_items(api, example_user, feed_server):
     sub = await subscribe(api, alice, feed_server.url("/dyn/r"))
     await api.ok(alice, "POST", F + "/rules", {"keyword": "sponsored", "action": "mark_read", "field": "title"})
     await api.ok(alice, "POST", F + "/rules", {"keyword": "rust", "action": "star"})
-    tag_rule = await api.ok(alice, "POST", F + "/rules", {"keyword": "release", "action": "tag", "tag": "releases",
+    tag_rule = await api.ok(alice, "POST", F + "/rules", {"keyword": "release", "action": "tag:releases",
                                                           "subscription_id": sub["id"]})
-    await api.problem(alice, "POST", F + "/rules", 400, "validation-error", {"keyword": "x", "action": "tag"})
-    await api.problem(alice, "POST", F + "/rules", 400, "validation-error",
-                      {"keyword": "x", "action": "star", "tag": "nope"})
+    assert tag_rule["action"] == "tag:releases"
+    for bad in ({"keyword": "x", "action": "tag"}, {"keyword": "x", "action": "tag: "},
+                {"keyword": "x", "action": "tag:<b>"}, {"keyword": "x", "action": "delete"},
+                {"keyword": " ", "action": "star"}, {"keyword": "x", "action": "star", "tag": "nope"}):
+        await api.problem(alice, "POST", F + "/rules", 400, "validation-error", bad)
+    await api.problem(alice, "POST", F + "/rules", 404, "not-found",
+                      {"keyword": "x", "action": "star", "subscription_id": str(uuid.uuid4())})
     feed_server.documents["r"] = rss([("b", "Sponsored: buy things"), ("c", "Rust release notes"), ("a", "Intro")])
     await api.ok(alice, "POST", f"{F}/subscriptions/{sub['id']}/refresh", status=200)
     by_title = {item["title"]: item for item in await items_of(api, alice)}
@@ -322,6 +326,9 @@ async def test_keyword_rules_apply_to_new_items(api, example_user, feed_server):
     ({"url": "https://x.example/feed", "folder": "<b>"}, "folder"),
     ({"url": "https://x.example/feed", "annotate": "yes"}, "annotate"),
     ({"url": "https://x.example/feed", "workspace_id": "not-a-uuid"}, "workspace_id"),
+    ({"url": "file:///etc/passwd"}, "url"),
+    ({"url": "https://x.example/a b"}, "url"),
+    ({"url": "https://x.example/feed", "title": "\u0000"}, "title"),
 ])
 async def test_bad_subscription_input(api, example_user, db, body, field):
     alice = await example_user("alice")
@@ -341,6 +348,7 @@ async def test_malformed_json_unknown_ids_and_no_credentials(api, example_user):
     await api.problem(None, "GET", F + "/subscriptions", 401)
     await api.problem(alice, "GET", F + "/items?limit=0", 400)
     await api.problem(alice, "PATCH", f"{F}/items/{uuid.uuid4()}", 400, None, {"read": "yes"})
+    await api.problem(alice, "GET", F + "/items?q=%00", 400, "validation-error")
 
 
 async def test_token_scopes_limit_feeds_access(api, example_user, feed_server, db):
