@@ -59,6 +59,7 @@ _EMOJI = re.compile(EMOJI_PATTERN)
 # and carriage return (PostgreSQL refuses NUL; the others only ever hide or spoof content).
 _TEXT_CHAR = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 TEXT_PATTERN = rf"^{_TEXT_CHAR}*[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\s]{_TEXT_CHAR}*$"
+TEXT_CHARS_PATTERN = rf"^{_TEXT_CHAR}*$"  # the same, empty or white space allowed
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>]")
 
@@ -578,7 +579,7 @@ async def check_typing(actor: Actor, kernel, channel_id: uuid.UUID) -> None:
 
 
 __all__ = [
-    "EMOJI_PATTERN", "TEXT_PATTERN", "check_add_member", "check_create_channel", "check_delete_channel", "check_delete_message",
+    "EMOJI_PATTERN", "TEXT_CHARS_PATTERN", "TEXT_PATTERN", "check_add_member", "check_create_channel", "check_delete_channel", "check_delete_message",
     "check_edit_message", "check_emoji", "check_mark_read", "check_open_direct", "check_pin", "check_post_message",
     "check_react", "check_remove_member", "check_typing", "check_update_channel", "do_post_message",
 ]

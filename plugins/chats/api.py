@@ -15,6 +15,8 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body, FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 
@@ -54,6 +56,17 @@ Topic = Annotated[str, msgspec.Meta(max_length=250, pattern=workspaces.DESCRIPTI
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000, pattern=actions.TEXT_PATTERN,
                                    description="Markdown; at least one non-space character, no control "
                                                "characters but tab and newline")]
+# A new message may leave the text empty when it carries attachments: the field alone allows
+# "", and the body's schema says that text or attachment_ids must have something (anyOf).
+OptionalText = Annotated[str, msgspec.Meta(max_length=1_000_000, pattern=actions.TEXT_CHARS_PATTERN,
+                                           description="Markdown; may be empty when attachment_ids is not")]
+# (additional_properties=True: each branch constrains one field; the body's own schema stays closed.)
+_TEXT_OR_FILES = [
+    Schema(type=OpenAPIType.OBJECT, required=["text"], additional_properties=True,
+           properties={"text": Schema(type=OpenAPIType.STRING, pattern=actions.TEXT_PATTERN)}),
+    Schema(type=OpenAPIType.OBJECT, required=["attachment_ids"], additional_properties=True,
+           properties={"attachment_ids": Schema(type=OpenAPIType.ARRAY, min_items=1)}),
+]
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=actions.EMOJI_PATTERN)]
 # At most 2**53: larger JSON numbers lose precision in JavaScript clients and JSON-schema tools.
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
@@ -103,7 +116,7 @@ class DirectIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
-    text: Text
+    text: OptionalText = ""
     thread_root_id: uuid.UUID | None = None
     attachment_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=10)] = []
 
@@ -225,7 +238,9 @@ async def presence(workspace_id: Annotated[uuid.UUID, QueryParameter()], actor: 
       security=SECURITY, responses={**_responses(403, 413, 429),
                                     200: ResponseSpec(data_container=MessageOut,
                                                       description="Posted before with this Idempotency-Key")})
-async def post_message(channel_id: FromPath[uuid.UUID], data: JSONBody[MessageIn], actor: CurrentActor,
+async def post_message(channel_id: FromPath[uuid.UUID],
+                       data: Annotated[MessageIn, Body(schema_extra={"any_of": _TEXT_OR_FILES})],
+                       actor: CurrentActor,
                        kernel: KernelDep, idempotency_key: IdempotencyKey = None) -> Response[MessageOut]:
     message, created = await actions.check_post_message(
         actor, kernel, channel_id, text=data.text, thread_root_id=data.thread_root_id,

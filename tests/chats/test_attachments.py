@@ -75,7 +75,8 @@ async def test_declared_types_are_not_believed_and_filenames_are_inert(api, team
     assert attachment["content_type"] == "text/html" and not attachment["has_thumbnail"]
     name = attachment["filename"]
     assert not any(char in name for char in "<>/\\\u202e"), name
-    await post(api, team.alice, ch["id"], "a page", attachment_ids=[attachment["id"]])
+    only_file = await post(api, team.alice, ch["id"], "", attachment_ids=[attachment["id"]])  # no text needed
+    assert only_file["text"] == "" and len(only_file["attachments"]) == 1
     download = await api.client.get(f"{A}/{attachment['id']}", headers=team.bob.headers)
     assert download.status_code == 200 and download.content == page
     assert download.headers["content-type"] == "application/octet-stream"

@@ -374,6 +374,7 @@ async def test_oversized_messages_and_bad_input_change_nothing(api, team, db):
     await api.problem(team.alice, "POST", f"{C}/{ch['id']}/messages", 400, "validation-error",
                       json={"text": "hi", "colour": "red"})
     await api.problem(team.alice, "POST", f"{C}/{ch['id']}/messages", 400, "validation-error", json={"text": " "})
+    await api.problem(team.alice, "POST", f"{C}/{ch['id']}/messages", 400, "validation-error", json={})
     await api.problem(team.alice, "POST", f"{C}/{ch['id']}/messages", 400, "validation-error",
                       json={"text": "nul\x00byte"})
     await api.problem(team.alice, "POST", f"{C}/{ch['id']}/messages", 400, "validation-error",
