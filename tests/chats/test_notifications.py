@@ -12,7 +12,10 @@ import websockets
 
 from plugins.chats.workers import notify_offline
 from sygmax.events.contracts import (
-    ChatMessageDeleted, ChatMessageEdited, ChatMessagePosted, NotificationRequested,
+    ChatMessageDeleted,
+    ChatMessageEdited,
+    ChatMessagePosted,
+    NotificationRequested,
 )
 from sygmax.kernel import Kernel
 from sygmax.plugins import discover_plugins

@@ -32,7 +32,7 @@ class Client:
         self.seen: list[dict] = []
 
     @classmethod
-    async def connect(cls, port: int, user=None, **kwargs) -> "Client":
+    async def connect(cls, port: int, user=None, **kwargs) -> Client:
         if user is not None:
             kwargs["additional_headers"] = user.headers
         ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chats", max_size=None, **kwargs)
