@@ -60,8 +60,21 @@ def _run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
-async def archive_current_wal(url: str, timeout_s: float = 120.0) -> None:
-    """Close the live server's WAL segment and wait until the archiver has stored it."""
+# Replay refuses to run with any of these lower than on the server that wrote the WAL.
+REPLAY_MINIMUMS = ("max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions",
+                   "max_locks_per_transaction")
+
+# The recovered cluster archives like the live one, so its new timeline's history file is
+# archived the moment it promotes (wherever the live server's settings came from).
+ARCHIVING = ("archive_mode", "archive_command")
+
+
+async def archive_current_wal(url: str, timeout_s: float = 120.0) -> dict[str, str]:
+    """Close the live server's WAL segment and wait until the archiver has stored it.
+
+    Returns the live server's settings that a replaying server must match (REPLAY_MINIMUMS)
+    and its archiving settings, wherever they were set (config file or command line).
+    """
     try:
         connection = await asyncpg.connect(url, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -81,13 +94,22 @@ async def archive_current_wal(url: str, timeout_s: float = 120.0) -> None:
             archived, failed = await connection.fetchrow(
                 "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver")
             if archived is not None and archived[:24] >= segment:
-                return
+                rows = await connection.fetch("SELECT name, setting FROM pg_settings WHERE name = ANY($1)",
+                                              [*REPLAY_MINIMUMS, *ARCHIVING])
+                return {row["name"]: row["setting"] for row in rows}
             if time.monotonic() > deadline:
                 raise BackupError(f"WAL segment {segment} was not archived within {timeout_s:.0f}s "
                                   f"(last failure: {failed}); see the PostgreSQL log")
             await asyncio.sleep(0.2)
     finally:
         await connection.close()
+
+
+def _tail(log: Path, lines: int = 12) -> str:
+    """The end of the recovery server's log, for the error message (it is deleted with the attempt)."""
+    if not log.exists():
+        return "(no log)"
+    return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
 def _controldata_state(bin_path: str, data_dir: Path, prefix: list[str]) -> str:
@@ -99,7 +121,7 @@ def _controldata_state(bin_path: str, data_dir: Path, prefix: list[str]) -> str:
 
 
 def recover(cluster: Cluster, base_backup: Iterable[bytes], wal_dir: Path, target: datetime,
-            note: Callable[[str], None] = lambda message: None) -> Path:
+            live_settings: dict[str, str], note: Callable[[str], None] = lambda message: None) -> Path:
     """Build a data directory recovered to ``target``, then swap it in; returns the old one's new path."""
     if not wal_dir.is_dir():
         raise BackupError(f"the WAL archive {wal_dir} does not exist: set backup.wal_dir")
@@ -141,19 +163,27 @@ def recover(cluster: Cluster, base_backup: Iterable[bytes], wal_dir: Path, targe
     log = socket_dir / "recovery.log"
     # No TCP and a private socket: nothing can connect to the half-recovered cluster.
     options = f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -c port=5432"
+    for name, value in live_settings.items():
+        if name in REPLAY_MINIMUMS:
+            options += f" -c {name}={int(value)}"
+        elif "'" not in value:  # pg_ctl hands the options to sh: single quotes keep the command whole
+            options += f" -c {name}='{value}'"
     note(f"replaying WAL up to {target.isoformat()}")
     started = subprocess.run([*prefix, tool("pg_ctl"), "-D", str(recovered), "-o", options, "-l", str(log),
-                              "-W", "start"], check=False, capture_output=True, text=True)
+                              "-w", "-t", str(int(RECOVERY_TIMEOUT_S)), "start"], check=False, capture_output=True,
+                             text=True)
     try:
         if started.returncode != 0:
-            raise BackupError(f"the recovery server did not start: {started.stderr.strip()}")
+            raise BackupError(f"the recovery server did not start: {started.stderr.strip()} | {_tail(log)}")
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-        while _controldata_state(tool("pg_controldata"), recovered, prefix) != "in production":
+        # The server deletes recovery.signal when it promotes at the target (pg_control says
+        # "in production" from the start: the base backup copied the primary's).
+        while (recovered / "recovery.signal").exists() or _controldata_state(
+                tool("pg_controldata"), recovered, prefix) != "in production":
             alive = subprocess.run([*prefix, tool("pg_ctl"), "-D", str(recovered), "status"],
                                    check=False, capture_output=True).returncode == 0
             if not alive or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
-                raise BackupError("recovery to {} failed: {}".format(target.isoformat(), " | ".join(tail)))
+                raise BackupError(f"recovery to {target.isoformat()} failed: {_tail(log)}")
             time.sleep(0.3)
         _run([*prefix, tool("pg_ctl"), "-D", str(recovered), "-m", "fast", "-w", "stop"], "stopping the recovery server")
     except BaseException:

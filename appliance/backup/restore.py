@@ -243,13 +243,14 @@ def apply(settings: Settings, archive: str, key: str, contents: Contents, plugin
                              at.isoformat() if at else None)
     cluster = None
     wal_dir = None
+    live_settings: dict[str, str] = {}
     if at is not None:
         cluster = control.cluster() if control else None
         wal_dir = wal_directory(settings)
         if cluster is None or wal_dir is None:
             raise BackupError("point-in-time recovery needs the node's own PostgreSQL cluster "
                               "(run on the appliance host) and backup.wal_dir")
-        asyncio.run(archive_current_wal(settings.database.url))
+        live_settings = asyncio.run(archive_current_wal(settings.database.url))
     summary.writers = control.stop_writers() if control else []
     try:
         total = archive_size(archive)
@@ -260,7 +261,8 @@ def apply(settings: Settings, archive: str, key: str, contents: Contents, plugin
                 if progress:
                     progress("restore", reader.consumed, total)
 
-            asyncio.run(_apply_members(settings, members, summary, cluster, wal_dir, at, tick, note))
+            asyncio.run(_apply_members(settings, members, summary, (cluster, wal_dir, live_settings), at, tick,
+                                       note))
             if members.contents is None:
                 raise ArchiveRefused(f"{archive} changed between verification and restore")
         note("applying migrations")
@@ -277,8 +279,9 @@ def apply(settings: Settings, archive: str, key: str, contents: Contents, plugin
     return summary
 
 
-async def _apply_members(settings: Settings, members: _Members, summary: RestoreSummary, cluster, wal_dir,
+async def _apply_members(settings: Settings, members: _Members, summary: RestoreSummary, pitr: tuple,
                          at, tick, note) -> None:
+    cluster, wal_dir, live_settings = pitr
     store = open_store(settings.storage)
     kept: set[str] = set()
     try:
@@ -303,7 +306,8 @@ async def _apply_members(settings: Settings, members: _Members, summary: Restore
                     for _ in members.chunks_of("basebackup"):
                         tick()
                 else:
-                    aside = recover(cluster, _ticking(members.chunks_of("basebackup"), tick), wal_dir, at, note)
+                    aside = recover(cluster, _ticking(members.chunks_of("basebackup"), tick), wal_dir, at,
+                                    live_settings, note)
                     summary.previous_data_dir = str(aside)
             elif kind == "objects":
                 if not summary.objects_restored:
