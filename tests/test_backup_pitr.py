@@ -112,3 +112,36 @@ def test_refusals_before_anything_changes(archiving):
         apply(settings, without_base.location, KEY, contents, plugins, control=None,
               at=datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
     assert (db_snapshot(server.url()), object_snapshot(settings)) == before
+
+
+def test_the_appliance_archives_wal_with_the_same_command(tmp_path):
+    """roles/postgresql renders appliance.backup.wal's archive_command; the command archives atomically,
+    accepts a segment archived twice and refuses a different file under the same name."""
+    import subprocess
+
+    import jinja2
+
+    template = Path("roles/postgresql/templates/sygmax.conf.j2").read_text()
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    rendered = jinja2.Template(template).render(
+        postgresql_port=5432, postgresql_socket_dir="/run", postgresql_max_connections=100,
+        postgresql_shared_buffers="128MB", postgresql_wal_archive=str(wal), postgresql_archive_timeout=300)
+    settings = dict(line.split(" = ", 1) for line in rendered.splitlines() if " = " in line and not line.startswith("#"))
+    assert settings["archive_mode"] == "on" and settings["wal_level"] == "replica"
+    command = archive_command(wal)
+    assert settings["archive_command"] == f"'{command}'"
+
+    segment = tmp_path / "000000010000000000000007"
+    segment.write_bytes(b"wal bytes" * 1000)
+
+    def archive(path: Path) -> int:
+        shell = command.replace("%p", str(path)).replace("%f", path.name)
+        return subprocess.run(["sh", "-c", shell], check=False, capture_output=True).returncode
+
+    assert archive(segment) == 0
+    assert (wal / segment.name).read_bytes() == segment.read_bytes()
+    assert [path.name for path in wal.iterdir()] == [segment.name]  # no temporary file left
+    assert archive(segment) == 0  # archived again after a crash: same content, success
+    segment.write_bytes(b"something else")
+    assert archive(segment) != 0  # a different file under an archived name is an error
