@@ -225,3 +225,39 @@ async def async_wait_for(predicate, timeout: float = 60, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def api_server(ai_running):
+    """``start(**ai_overrides)``: a real `sygmax run api` process (real disconnects, real server)."""
+    started: list = []
+
+    def start(**overrides) -> str:
+        import httpx
+
+        port = free_port()
+        env = {**os.environ, **ai_running.environ, "SYGMAX_CONFIG": str(ai_running.directory / "absent.toml"),
+               **{f"SYGMAX_AI_{key.upper()}": str(value) for key, value in overrides.items()}}
+        log = open(ai_running.directory / f"api-{port}.log", "wb")
+        process = subprocess.Popen([SYGMAX, "run", "api", "--port", str(port)], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        started.append((process, log))
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(base + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=60)
+        return base
+
+    yield start
+    for process, log in started:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
