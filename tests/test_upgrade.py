@@ -140,6 +140,14 @@ def test_rollback_needs_a_previous_release(recorded_node):
     assert result.exit_code == 1 and "the previous release 0.0.9 is gone" in result.output
 
 
+def test_options_are_validated_before_anything_runs(recorded_node):
+    result = invoke(recorded_node, "--to", bump(__version__), "--health-timeout", "1", "--yes")
+    assert result.exit_code == 2 and "--health-timeout" in result.output
+    assert nothing_changed(recorded_node)
+    listed = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "upgrade" in listed.output
+
+
 def test_no_install_at_the_prefix(tmp_path):
     result = runner.invoke(app, ["upgrade", "--to", "9.0.0", "--prefix", str(tmp_path)])
     assert result.exit_code == 1 and "no Sygmax install found" in result.output
