@@ -7,6 +7,7 @@ writer and the encryption into the destination; the largest buffer is one 4 MiB 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 import subprocess
@@ -53,7 +54,12 @@ def archive_name(created: datetime, reason: str) -> str:
 
 
 def config_files(settings: Settings) -> list[tuple[str, Path]]:
-    """(name in the archive, path) of the config, the node's secrets and state, and the JWT keys."""
+    """(name in the archive, path) of the config, the node's secrets and state, and the JWT keys.
+
+    Files this process cannot read are left out: the daily backup runs as the service user,
+    which cannot read root's secrets.json and appliance.json; a restore needs neither (they
+    hold the host's own service passwords), and a backup run as root includes them.
+    """
     found: list[tuple[str, Path]] = []
     source = Path(settings.source)
     if source.is_file():
@@ -62,9 +68,9 @@ def config_files(settings: Settings) -> list[tuple[str, Path]]:
             if (source.parent / sibling).is_file():
                 found.append((sibling, source.parent / sibling))
     keys = Path(settings.auth.keys_dir)
-    if keys.is_dir():
+    if keys.is_dir() and os.access(keys, os.R_OK | os.X_OK):
         found += [(f"keys/{path.name}", path) for path in sorted(keys.iterdir()) if path.is_file()]
-    return found
+    return [(name, path) for name, path in found if os.access(path, os.R_OK)]
 
 
 async def _metadata(url: str, reason: str, created: datetime) -> tuple[dict, bool]:
