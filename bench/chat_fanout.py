@@ -132,6 +132,7 @@ async def _bare_server(port: int, redis_url: str) -> None:
     import msgspec
     from redis.asyncio import Redis
     from websockets.asyncio.server import broadcast, serve
+    from websockets.exceptions import ConnectionClosed
 
     raise_nofile()
     rooms: dict[str, set] = {}
@@ -154,6 +155,8 @@ async def _bare_server(port: int, redis_url: str) -> None:
                     room.add(websocket)
                     joined.append(channel)
                     await websocket.send(b'{"type":"subscribed","channel_id":"%s"}' % request["channel_id"].encode())
+        except ConnectionClosed:
+            pass  # the bench's clients hang up without ceremony at the end
         finally:
             for channel in joined:
                 rooms[channel].discard(websocket)
@@ -291,8 +294,9 @@ class SygmaxSystem:
     name = "sygmax"
 
     def __init__(self, postgres: PostgresServer, redis: RedisServer, channels: int, workdir: Path,
-                 profile: bool = False, users: int = 0) -> None:
+                 profile: bool = False, users: int = 0, asgi_server: str = "") -> None:
         self.users = users
+        self.asgi_server = asgi_server
         self.profile = profile
         self.profiles: list[Path] = []
         self.postgres = postgres
@@ -317,7 +321,8 @@ class SygmaxSystem:
         return {**os.environ, **service_environ(database_url, self.redis.url, self.workdir / "objects"),
                 "SYGMAX_CONFIG": str(self.workdir / "absent.toml"), "SYGMAX_LOG_LEVEL": "warning",
                 # The senders post far above a person's typing speed, on purpose.
-                "SYGMAX_CHATS_MESSAGES_PER_MINUTE": "1000000"}
+                "SYGMAX_CHATS_MESSAGES_PER_MINUTE": "1000000",
+                **({"SYGMAX_SERVER_ASGI_SERVER": self.asgi_server} if self.asgi_server else {})}
 
     def _spawn(self, profiles: str, port: int, env: dict[str, str]) -> int:
         command = [SYGMAX, "run", profiles, "--port", str(port)]
@@ -684,6 +689,7 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
         cpu_before = tree_cpu(system.server_pids())
         api_pids = [system.api_pid] if getattr(system, "api_pid", 0) else []
         api_cpu_before = tree_cpu(api_pids)
+        load_before = os.getloadavg()[0]
         began = time.monotonic()
         for number in range(total):
             delay = began + number / rate - time.monotonic()
@@ -715,6 +721,8 @@ async def measure(system: Any, clients: int, channels: int, rate: float, duratio
         expected = (total - len(send_errors)) * connected
         return {
             "clients": clients, "connected": connected, "channels": channels, "rate": rate,
+            # Other work on the machine (these cores may be shared): the 1-minute load average.
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "duration_s": round(sent_s, 2), "connect_s": round(connect_s, 2), "settle_s": round(settle_s, 1),
             "messages_sent": total - len(send_errors), "messages_per_s": round((total - len(send_errors)) / sent_s, 2),
             "deliveries_per_s": round(delivered / sent_s, 1),
@@ -747,7 +755,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "chat_fanout",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "nofile": hard},
-        "method": {"server_processes": 2, "users": args.users or "one per client", "client_processes": 2, "channels": args.channels,
+        "method": {"server_processes": 2, "users": args.users or "one per client",
+                   "sygmax_asgi_server": args.asgi_server or "configured default (granian)", "client_processes": 2, "channels": args.channels,
                    "rate_msgs_per_s": args.rate, "duration_s": args.duration,
                    "every_client_subscribes_every_channel": True},
         "targets_p99_ms": {"1000": 25, "5000": 50},
@@ -762,7 +771,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         assert postgres is not None
                         system = SygmaxSystem(postgres, redis, args.channels, Path(directory), args.profile,
-                                              args.users)
+                                              args.users, args.asgi_server)
                     result = await measure(system, clients, args.channels, args.rate, args.duration)
                     if args.profile and name == "sygmax":
                         result["profile_tottime"] = profile_summary(system.profiles)
@@ -782,6 +791,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second, all channels together")
     parser.add_argument("--systems", default="bare,sygmax")
+    parser.add_argument("--asgi-server", choices=["granian", "uvicorn"], default="",
+                        help="server.asgi_server of the Sygmax processes (default: the configured one)")
     parser.add_argument("--users", type=int, default=0,
                         help="distinct Sygmax users behind the clients (default: one per client); fewer "
                              "means several connections per user, and fewer presence transitions")

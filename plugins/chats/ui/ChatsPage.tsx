@@ -54,6 +54,7 @@ export function ChatsPage({ params }: PageProps) {
   const workspace = session.workspace;
   const [channels, setChannels] = useState<Channel[]>([]);
   const [channelsError, setChannelsError] = useState<unknown>(null);
+  const [channelsLoaded, setChannelsLoaded] = useState(false);
   const [members, setMembers] = useState<WorkspaceMember[]>([]);
   const [timelines, setTimelines] = useState<Record<string, Timeline>>({});
   const [presence, setPresence] = useState<Record<string, Presence>>({});
@@ -88,6 +89,7 @@ export function ChatsPage({ params }: PageProps) {
     try {
       const list = await client.listChannels(workspace.id);
       setChannels(list);
+      setChannelsLoaded(true);
       setChannelsError(null);
       for (const channel of list) {
         if (channel.member && !lastSeq.current.has(channel.id)) lastSeq.current.set(channel.id, channel.last_seq);
@@ -100,6 +102,7 @@ export function ChatsPage({ params }: PageProps) {
 
   useEffect(() => {
     setChannels([]);
+    setChannelsLoaded(false);
     setTimelines({});
     lastSeq.current.clear();
     subscribed.current.clear();
@@ -114,8 +117,11 @@ export function ChatsPage({ params }: PageProps) {
   function subscribe(channelId: string): void {
     const socket = socketRef.current;
     if (!socket || subscribed.current.has(channelId)) return;
-    subscribed.current.add(channelId);
-    socket.send({ type: "subscribe", channel_id: channelId, after: lastSeq.current.get(channelId) ?? 0 });
+    // after_seq: the server first sends what this page missed (after a reconnect), then live frames.
+    // Not queued while disconnected: onOpen subscribes every channel once the socket is up.
+    if (socket.sendNow({ type: "subscribe", channel_id: channelId, after_seq: lastSeq.current.get(channelId) ?? 0 })) {
+      subscribed.current.add(channelId);
+    }
   }
 
   function subscribeAll(list: Channel[]): void {
@@ -200,7 +206,18 @@ export function ChatsPage({ params }: PageProps) {
         setPresence((all) => ({ ...all, [frame.user_id as string]: frame.status as Presence }));
         return;
       case "error":
-        toast(String(frame.detail ?? frame.message ?? "The chat server refused a request"), "error");
+        if (frame.code === "resync-required" && channelId) {
+          // Too much was missed to replay: reload the history and follow live from its end.
+          subscribed.current.delete(channelId);
+          lastSeq.current.set(channelId, Number(frame.last_seq ?? 0));
+          setTimelines(({ [channelId]: _stale, ...rest }) => rest);
+          subscribe(channelId);
+          if (channelId === activeRef.current) loadOlder(channelId);
+          return;
+        }
+        if (frame.code === "already-subscribed") return;
+        if (channelId) subscribed.current.delete(channelId);
+        toast(String(frame.detail ?? "The chat server refused a request"), "error");
         return;
       default:
         return;
@@ -243,6 +260,9 @@ export function ChatsPage({ params }: PageProps) {
     setPinned((list) => (list.some((item) => item.id === message.id)
       ? (message.pinned ? upsert(list, message) : list.filter((item) => item.id !== message.id)) : list));
     if (created && message.seq > seen) {
+      // The root's reply count is not re-sent with each reply: count new replies here.
+      const root = message.thread_root_id;
+      if (root) patch(root, (current) => ({ ...current, reply_count: current.reply_count + 1 }));
       setTyping((all) => {
         const byUser = all[channelId];
         if (!byUser || !message.author_id || !byUser[message.author_id]) return all;
@@ -478,8 +498,10 @@ export function ChatsPage({ params }: PageProps) {
               </div>
             )}
           </>
+        ) : params.channelId && channelsLoaded ? (
+          <p class="chats-empty" role="status">This conversation does not exist or you cannot see it.</p>
         ) : (
-          <p class="chats-empty">No conversation yet: create a channel or start a direct message.</p>
+          <p class="chats-empty">{channelsLoaded ? "No conversation yet: create a channel or start a direct message." : ""}</p>
         )}
       </div>
 

@@ -1,0 +1,233 @@
+"""The chats page in a real browser, against real server processes.
+
+Two people in two browser contexts, each signed in on a different ``sygmax run api,realtime``
+process (the same PostgreSQL and Redis), chat through the UI: what one does reaches the other
+only through the database and Redis pub/sub across processes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import BrowserContext, Page, expect
+
+from tests.browser.conftest import csrf_headers, page_problems, sign_up_api
+
+XSS_FLAG = "window.__xss"
+DISPLAY_NAME = "Mallory' onmouseover='alert(1)' x='"
+# Each payload sets the window flag (and opens a dialog) if any part of it ever runs.
+MESSAGE_PAYLOADS = [
+    "<script>window.__xss = 1; alert('script')</script>",
+    '<img src=x onerror="window.__xss = 1; alert(\'img\')">',
+    "[click me](javascript:window.__xss=1;alert('link'))",
+    '<svg><animate onbegin="window.__xss = 1" attributeName="x" dur="1s"></svg>',
+    '<iframe srcdoc="<script>parent.__xss = 1</script>"></iframe>',
+]
+
+
+async def api_call(context: BrowserContext, method: str, path: str, data=None, expected: int = 200):
+    """An API call with the context's cookies (and CSRF header on unsafe methods)."""
+    headers = await csrf_headers(context) if method != "GET" else {}
+    response = await context.request.fetch(path, method=method, data=data, headers=headers)
+    assert response.status == expected, (method, path, response.status, await response.text())
+    return await response.json() if response.status != 204 else None
+
+
+async def two_people(servers, new_context, names=("Alice", "Bob")):
+    """Two server processes; Alice signed in on the first, Bob on the second, in one workspace."""
+    first, second = await servers.start(2)
+    alice_context = await new_context(first)
+    bob_context = await new_context(second)
+    alice = await sign_up_api(alice_context, "alice@example.org", names[0])
+    bob = await sign_up_api(bob_context, "bob@example.org", names[1])
+    workspace = await api_call(alice_context, "POST", "/api/v1/workspaces", {"name": "Acme"}, 201)
+    invite = await api_call(alice_context, "POST", f"/api/v1/workspaces/{workspace['id']}/invites",
+                            {"role": "editor"}, 201)
+    await api_call(bob_context, "POST", f"/api/v1/invites/{invite['token']}/accept")
+    return (first, second), (alice_context, alice), (bob_context, bob), workspace
+
+
+def watch_for_script(page: Page) -> list[str]:
+    """Every dialog the page opens (alert, confirm, prompt): an executed payload would open one."""
+    dialogs: list[str] = []
+
+    async def record(dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", record)
+    return dialogs
+
+
+def message(page: Page, text: str):
+    return page.get_by_role("log").locator("article").filter(has_text=text)
+
+
+async def send(page: Page, text: str) -> None:
+    box = page.locator("textarea.chats-input").first
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+
+
+async def test_two_people_on_two_processes_chat_react_edit_and_see_typing_and_presence(servers, new_context):
+    _, (alice_context, _), (bob_context, _), workspace = await two_people(servers, new_context)
+    alice_page = await alice_context.new_page()
+    bob_page = await bob_context.new_page()
+    problems = page_problems(alice_page) + page_problems(bob_page)
+
+    # Alice creates a public channel through the dialog.
+    await alice_page.goto("/chats")
+    await alice_page.get_by_role("button", name="Create channel").click()
+    await alice_page.get_by_label("Name").fill("general")
+    await alice_page.get_by_role("button", name="Create", exact=True).click()
+    await expect(alice_page.get_by_role("listbox", name="Channels").get_by_role("option", name="general")).to_be_visible()
+    await expect(alice_page.get_by_role("heading", level=2, name="# general")).to_be_visible()
+
+    # Bob finds it under other channels and joins.
+    await bob_page.goto("/chats")
+    await bob_page.get_by_role("listbox", name="Other channels").get_by_role("option", name="general").click()
+    await bob_page.get_by_role("button", name="Join channel").click()
+    await expect(bob_page.get_by_role("listbox", name="Channels").get_by_role("option", name="general")).to_be_visible()
+    await expect(bob_page.get_by_role("log")).to_be_visible()
+
+    # Typing shows on the other process's page, then the message arrives in order.
+    await alice_page.locator("textarea.chats-input").fill("Hello **Bob**")
+    await expect(bob_page.locator(".chats-typing")).to_have_text("Alice is typing…")
+    await alice_page.locator("textarea.chats-input").press("Enter")
+    hello = message(bob_page, "Hello Bob")
+    await expect(hello).to_be_visible()
+    await expect(hello.locator("strong", has_text="Bob")).to_be_visible()  # the Markdown rendered
+    await expect(bob_page.locator(".chats-typing")).to_have_text("")
+
+    await send(bob_page, "Hi Alice")
+    await expect(message(alice_page, "Hi Alice")).to_be_visible()
+    seqs = [int(value) for value in await alice_page.locator("[role=log] article").evaluate_all(
+        "items => items.map(item => item.dataset.seq)")]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) == 2
+
+    # Presence: each sees the other online (a dot labelled by status beside the author).
+    await expect(message(bob_page, "Hello Bob").get_by_role("img", name="online")).to_be_visible()
+    await expect(message(alice_page, "Hi Alice").get_by_role("img", name="online")).to_be_visible()
+
+    # Bob reacts to Alice's message; Alice sees the count.
+    await hello.hover()
+    await hello.get_by_role("button", name="Add reaction").click()
+    await hello.get_by_role("button", name="React with 👍").click()
+    await expect(message(alice_page, "Hello Bob").get_by_role("button", name=re.compile("👍 1"))).to_be_visible()
+
+    # Alice edits her message; Bob sees the new text, marked edited.
+    mine = message(alice_page, "Hello Bob")
+    await mine.hover()
+    await mine.get_by_role("button", name="Edit").click()
+    editor = alice_page.get_by_label("Edit message")
+    await editor.fill("Hello Bob, edited")
+    await editor.press("Enter")
+    edited = message(bob_page, "Hello Bob, edited")
+    await expect(edited).to_be_visible()
+    await expect(edited.locator(".chats-edited")).to_be_visible()
+    await expect(edited.get_by_role("button", name=re.compile("👍 1"))).to_be_visible()  # the reaction survived
+
+    # Alice leaves: Bob sees her go offline.
+    await alice_page.close()
+    await expect(edited.get_by_role("img", name="offline")).to_be_visible()
+    assert not [problem for problem in problems if "WebSocket" not in problem], problems
+
+
+async def test_xss_payloads_in_messages_names_and_filenames_stay_inert(servers, new_context):
+    # Display names and channel names refuse < and > (and names quotes too), so their payloads
+    # are attribute breakout attempts; message text and filenames carry markup.
+    _, (alice_context, _), (bob_context, _), workspace = await two_people(
+        servers, new_context, names=(DISPLAY_NAME, "Bob"))
+    channel_name = "x\" onmouseover=\"window.__xss=1\" autofocus onfocus=\"alert('name')"
+    channel = await api_call(alice_context, "POST", "/api/v1/chats/channels",
+                             {"workspace_id": workspace["id"], "name": channel_name}, 201)
+    await api_call(bob_context, "POST", f"/api/v1/chats/channels/{channel['id']}/members",
+                   {"user_id": (await api_call(bob_context, "GET", "/api/v1/users/me"))["id"]}, 204)
+    filename = "<img src=x onerror=alert('file')>.txt"
+    upload = await alice_context.request.post(
+        f"/api/v1/chats/channels/{channel['id']}/attachments", headers=await csrf_headers(alice_context),
+        multipart={"file": {"name": filename, "mimeType": "text/plain", "buffer": b"plain text"}})
+    assert upload.status == 201, await upload.text()
+    attachment = await upload.json()
+    await api_call(alice_context, "POST", f"/api/v1/chats/channels/{channel['id']}/messages",
+                   {"text": "see the file", "attachment_ids": [attachment["id"]]}, 201)
+    for payload in MESSAGE_PAYLOADS:
+        await api_call(alice_context, "POST", f"/api/v1/chats/channels/{channel['id']}/messages",
+                       {"text": payload}, 201)
+
+    page = await bob_context.new_page()
+    dialogs = watch_for_script(page)
+    await page.goto(f"/chats/{channel['id']}")
+    log = page.get_by_role("log")
+    await expect(log.locator("article")).to_have_count(len(MESSAGE_PAYLOADS) + 1)
+    # The hostile names are shown as text, exactly as typed.
+    await expect(page.get_by_role("option", name=channel_name)).to_be_visible()
+    # The server stores the filename with its markup characters replaced; shown as text either way.
+    await expect(log.get_by_text(attachment["filename"], exact=True)).to_be_visible()
+    await expect(log.get_by_text(DISPLAY_NAME, exact=True).first).to_be_visible()
+    # Interact the way a reader would: hover and focus everything, click the link.
+    for item in await log.locator("article").all():
+        await item.hover()
+    await page.get_by_role("option", name=channel_name).focus()
+    link = log.get_by_role("link", name="click me")
+    if await link.count():
+        await link.click()
+    assert await page.evaluate(XSS_FLAG) is None
+    assert await log.locator("script, iframe, svg, img[onerror]").count() == 0
+    assert dialogs == []
+    # A new message arriving live goes through the same rendering.
+    await api_call(alice_context, "POST", f"/api/v1/chats/channels/{channel['id']}/messages",
+                   {"text": "<img src=x onerror=\"window.__xss=1; alert('live')\"> live"}, 201)
+    await expect(log.locator("article").filter(has_text="live")).to_be_visible()
+    assert await page.evaluate(XSS_FLAG) is None
+    assert dialogs == []
+
+
+async def test_a_non_member_cannot_see_a_private_channel(servers, new_context):
+    _, (alice_context, _), (bob_context, _), workspace = await two_people(servers, new_context)
+    secret = await api_call(alice_context, "POST", "/api/v1/chats/channels",
+                            {"workspace_id": workspace["id"], "name": "secret-plans", "private": True}, 201)
+    await api_call(alice_context, "POST", f"/api/v1/chats/channels/{secret['id']}/messages",
+                   {"text": "the launch date is Friday"}, 201)
+    public = await api_call(alice_context, "POST", "/api/v1/chats/channels",
+                            {"workspace_id": workspace["id"], "name": "lobby"}, 201)
+
+    page = await bob_context.new_page()
+    await page.goto("/chats")
+    await expect(page.get_by_role("option", name="lobby")).to_be_visible()
+    await expect(page.get_by_role("option", name="secret-plans")).to_have_count(0)
+    # Straight to its address: no name, no messages, an explanation.
+    await page.goto(f"/chats/{secret['id']}")
+    await expect(page.get_by_text("This conversation does not exist or you cannot see it")).to_be_visible()
+    await expect(page.get_by_text("the launch date is Friday")).to_have_count(0)
+    await expect(page.get_by_text("secret-plans")).to_have_count(0)
+    # Search does not find it either.
+    await page.get_by_label("Search messages").fill("launch")
+    await page.get_by_label("Search messages").press("Enter")
+    await expect(page.get_by_role("complementary", name="Search results").get_by_role("status")).to_have_text(
+        "No messages found.")
+    assert public["id"] != secret["id"]
+
+
+async def test_an_oversized_message_shows_a_clear_error_and_keeps_the_draft(servers, new_context):
+    server = (await servers.start(1, SYGMAX_CHATS_MAX_MESSAGE_CHARS="100"))[0]
+    context = await new_context(server)
+    await sign_up_api(context, "alice@example.org", "Alice")
+    workspace = await api_call(context, "POST", "/api/v1/workspaces", {"name": "Acme"}, 201)
+    channel = await api_call(context, "POST", "/api/v1/chats/channels",
+                             {"workspace_id": workspace["id"], "name": "general"}, 201)
+    page = await context.new_page()
+    await page.goto(f"/chats/{channel['id']}")
+    long_text = "word " * 60
+    box = page.locator("textarea.chats-input")
+    await box.fill(long_text)
+    await box.press("Enter")
+    alert = page.locator(".chats-composer").get_by_role("alert")
+    await expect(alert).to_contain_text("100")
+    await expect(box).to_have_value(long_text)
+    await expect(page.get_by_role("log").locator("article")).to_have_count(0)
+    # A message within the limit goes through, and the error is gone.
+    await send(page, "short")
+    await expect(page.get_by_role("log").locator("article")).to_have_count(1)
+    await expect(alert).to_have_count(0)
