@@ -53,12 +53,15 @@ MANAGER_GRANT = ["acl.manage", "chats.manage", "chats.post", "chats.read"]
 # On public channels the creator is granted management on top of what the role gives.
 CREATOR_GRANT = ["acl.manage", "chats.manage"]
 MAX_GROUP = 16
-EMOJI_PATTERN = r"^[^\s<>&\"'\x00-\x1f\x7f]{1,64}$"
+# White space spelled out rather than \s, whose meaning differs between Python (our validation)
+# and the JSON-schema tools that read these patterns from the OpenAPI document.
+_SPACE = r"\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMOJI_PATTERN = rf"^[^<>&\"'\x00-\x1f\x7f{_SPACE}]{{1,64}}$"
 _EMOJI = re.compile(EMOJI_PATTERN)
 # Message text: something that is not white space, and no control characters but tab, newline
 # and carriage return (PostgreSQL refuses NUL; the others only ever hide or spoof content).
 _TEXT_CHAR = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
-TEXT_PATTERN = rf"^{_TEXT_CHAR}*[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\s]{_TEXT_CHAR}*$"
+TEXT_PATTERN = rf"^{_TEXT_CHAR}*[^\x00-\x1f\x7f{_SPACE}]{_TEXT_CHAR}*$"
 TEXT_CHARS_PATTERN = rf"^{_TEXT_CHAR}*$"  # the same, empty or white space allowed
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>]")
