@@ -223,11 +223,25 @@ def test_cli_refusals_without_an_archive(node, tmp_path):
     assert not (tmp_path / "archives").exists() or not list((tmp_path / "archives").iterdir())
 
 
-def test_failed_backup_leaves_no_partial_archive(node, tmp_path):
-    env = {**node, "SYGMAX_STORAGE_URL": "s3://a:b@127.0.0.1:1/bucket"}
-    result = invoke(["backup", "create"], env)
-    assert result.exit_code == 1 and "object storage" in result.output, result.output
-    assert not list((tmp_path / "archives").glob("*")) if (tmp_path / "archives").exists() else True
+def test_failed_backup_leaves_no_partial_archive(node, make_app, tmp_path):
+    """pg_dump fails half-way (a role that may not read every table): no archive, not even a partial one."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    settings = settings_of(node)
+    populate(settings, make_app, users=1)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    execute(settings.database.url, f"CREATE ROLE {role} LOGIN PASSWORD 'reader-password'; "
+                                   f"GRANT SELECT ON sygmax_migrations TO {role}")
+    try:
+        parts = urlsplit(settings.database.url)
+        url = parts._replace(netloc=f"{role}:reader-password@{parts.hostname}:{parts.port}").geturl()
+        result = invoke(["backup", "create"], {**node, "SYGMAX_DATABASE_URL": url})
+        assert result.exit_code == 1, result.output
+        assert "pg_dump failed" in result.output and "permission denied" in result.output, result.output
+        assert list((tmp_path / "archives").iterdir()) == []  # the .partial file is gone too
+    finally:
+        execute(settings.database.url, f"REVOKE ALL ON sygmax_migrations FROM {role}; DROP ROLE {role}")
 
 
 def test_key_file_and_the_manifest(node, make_app, tmp_path):
