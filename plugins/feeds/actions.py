@@ -722,6 +722,8 @@ async def do_mark_all_read(actor: Actor, kernel, flt: ItemFilter, up_to_seq: int
                                   [row["id"] for row in rows if up_to_seq is None or row["seq"] <= up_to_seq],
                                   read=True)
             return len(feeds)
+        if up_to_seq is not None:
+            up_to_seq = min(max(up_to_seq, 0), 2**63 - 1)
         async with connection.transaction():
             if up_to_seq is None:
                 up_to_seq = await connection.fetchval(

@@ -28,7 +28,6 @@ Url = Annotated[str, msgspec.Meta(min_length=8, max_length=actions.MAX_URL, patt
                                   description="feed or site URL (http/https); a site is searched for its feed")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_NAME, pattern=actions.NAME_PATTERN,
                                    description="plain text")]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=actions.MAX_NAME, pattern=actions.NAME_PATTERN)]
 Keyword = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=actions.NAME_PATTERN.replace("<>", ""))]
 RuleAction = Annotated[str, msgspec.Meta(pattern=r"^(mark_read|star|tag:" + actions.NAME_PATTERN[1:-1] + r")$",
                                          max_length=actions.MAX_NAME + 4,
@@ -43,7 +42,7 @@ class ProblemOut(msgspec.Struct):
 
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
-    text = {400: "Malformed or invalid input", 403: "Not allowed", 409: "Conflicts with the current state", 413: "Too large",
+    text = {400: "Malformed or invalid input", 403: "Not allowed", 404: "No such subscription, folder or workspace", 409: "Conflicts with the current state", 413: "Too large",
             422: "The URL could not be fetched or is not a feed"}
     return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
 
@@ -69,13 +68,15 @@ class SubscriptionPatch(msgspec.Struct, forbid_unknown_fields=True):
 class ItemPatch(msgspec.Struct, forbid_unknown_fields=True):
     read: bool | None = None
     starred: bool | None = None
-    tags: Annotated[list[Tag], msgspec.Meta(max_length=actions.MAX_TAGS)] | None = None
+    # Item constraints of a list do not reach the OpenAPI schema, so each tag is checked by the
+    # action (after access): plain text, 1-100 characters.
+    tags: Annotated[list[str], msgspec.Meta(max_length=actions.MAX_TAGS)] | None = None
 
 
 class MarkReadIn(msgspec.Struct, forbid_unknown_fields=True):
     subscription_id: uuid.UUID | None = None
     folder_id: uuid.UUID | None = None
-    up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None = None
+    up_to_seq: int | None = None  # an item's seq; everything up to it (negative: nothing)
     older_than: datetime | None = None
 
 
@@ -106,7 +107,7 @@ class PreferencesIn(msgspec.Struct, forbid_unknown_fields=True):
 
 @post("/subscriptions", tags=TAGS, summary="Subscribe to a feed (or a site: its feed is discovered). A feed that "
                                            "cannot be read now is subscribed with the error shown and retried later",
-      security=SECURITY, responses=_responses(403, 409))
+      security=SECURITY, responses=_responses(403, 404, 409))
 async def subscribe(data: JSONBody[SubscriptionIn], actor: CurrentActor, kernel: KernelDep,
                     request: Request) -> actions.SubscriptionView:
     return await actions.check_subscribe(actor, kernel, data.url, folder=data.folder, workspace_id=data.workspace_id,
@@ -159,7 +160,7 @@ Query = Annotated[str | None, QueryParameter(min_length=1, max_length=500, patte
 
 
 @get("/items", tags=TAGS, summary="Items, newest first (filters combine); cursor pagination", security=SECURITY,
-     responses=_responses(403))
+     responses=_responses(403, 404))
 async def items(actor: CurrentActor, kernel: KernelDep,
                 subscription: Annotated[uuid.UUID | None, QueryParameter(description="subscription id")] = None,
                 folder: Annotated[uuid.UUID | None, QueryParameter(description="folder id")] = None,
@@ -186,7 +187,7 @@ async def update_item(item_id: FromPath[uuid.UUID], data: JSONBody[ItemPatch], a
 
 @post("/items/mark-read", tags=TAGS, summary="Mark all read (everything, a subscription or a folder) up to an item "
                                              "seq or a time; later arrivals stay unread",
-      status_code=200, security=SECURITY, responses=_responses(403))
+      status_code=200, security=SECURITY, responses=_responses(403, 404))
 async def mark_read(data: JSONBody[MarkReadIn], actor: CurrentActor, kernel: KernelDep) -> MarkReadOut:
     flt = ItemFilter(subscription_id=data.subscription_id, folder_id=data.folder_id, older_than=data.older_than)
     return MarkReadOut(await actions.do_mark_all_read(actor, kernel, flt, data.up_to_seq))
@@ -231,7 +232,7 @@ async def rules(actor: CurrentActor, kernel: KernelDep) -> list[actions.RuleView
 
 
 @post("/rules", tags=TAGS, summary="Add a rule: new items matching the keyword are marked read, starred or tagged",
-      security=SECURITY, responses=_responses(403, 409))
+      security=SECURITY, responses=_responses(403, 404, 409))
 async def create_rule(data: JSONBody[RuleIn], actor: CurrentActor, kernel: KernelDep,
                       request: Request) -> actions.RuleView:
     return await actions.do_create_rule(actor, kernel, field=data.field, keyword=data.keyword, action=data.action,

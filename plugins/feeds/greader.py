@@ -70,7 +70,8 @@ class ProblemOut(msgspec.Struct):
 
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
-    text = {401: "Wrong e-mail address or password", 403: "Not allowed", 409: "Conflicts with the current state",
+    text = {401: "Wrong e-mail address or password", 403: "Not allowed", 404: "No such stream, feed or folder",
+            409: "Conflicts with the current state",
             429: "Too many failed logins"}
     return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
 
@@ -87,8 +88,10 @@ class LoginForm(msgspec.Struct):
     output: FromQuery[str | None] = None
 
 
+# Form encoding has no null and drops empty lists: optional fields default to "" or None and
+# an absent list means "none" (an edit of no items changes nothing).
 class EditTagForm(msgspec.Struct):
-    i: str | list[str]
+    i: Many = None
     a: Many = None
     r: Many = None
     T: FormText | None = None
@@ -102,12 +105,12 @@ class ItemsContentsForm(msgspec.Struct):
 
 class MarkAllForm(msgspec.Struct):
     s: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    ts: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}$")] | None = None
+    ts: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{0,20}$")] = ""
     T: FormText | None = None
 
 
 class SubscriptionEditForm(msgspec.Struct):
-    s: str | list[str]
+    s: Many = None
     ac: Literal["subscribe", "unsubscribe", "edit"] = "edit"
     t: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     a: Many = None
@@ -317,12 +320,14 @@ def _label(value: str) -> str | None:
 
 
 @post(API + "/subscription/edit", tags=TAGS, summary="Subscribe, unsubscribe, rename, move between folders",
-      status_code=200, security=SECURITY, media_type="text/plain", responses=_responses(403, 409))
+      status_code=200, security=SECURITY, media_type="text/plain", responses=_responses(403, 404, 409))
 async def subscription_edit(data: Annotated[SubscriptionEditForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
                             kernel: KernelDep, request: Request) -> Response[str]:
     actor = await greader_actor(kernel, request)
     source = source_of(request)
     streams = _many(data.s)
+    if not streams:
+        raise Problem(404, "not-found", "No feed stream (s=feed/...) to edit")
     folder = next((label for label in map(_label, _many(data.a)) if label and _valid_name(label)), None)
     title = data.t.strip() if data.t and _valid_name(data.t) else None
     for stream in streams:
@@ -369,7 +374,7 @@ async def _subscription_by_url(kernel, actor: Actor, url: str) -> uuid.UUID:
 
 
 @post(API + "/subscription/quickadd", tags=TAGS, summary="Subscribe to a URL (a site's feed is discovered)",
-      status_code=200, security=SECURITY, responses=_responses(403, 409))
+      status_code=200, security=SECURITY, responses=_responses(403, 404, 409))
 async def quickadd(data: Annotated[QuickAddForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
                    kernel: KernelDep, request: Request) -> dict[str, Any]:
     actor = await greader_actor(kernel, request)
@@ -484,7 +489,7 @@ async def stream_contents(stream_id: FromPath[str], kernel: KernelDep, request: 
 
 
 @get(API + "/stream/items/ids", tags=TAGS, summary="Item ids of a stream (what clients sync first)",
-     security=SECURITY, responses=_responses(403))
+     security=SECURITY, responses=_responses(403, 404))
 async def stream_item_ids(kernel: KernelDep, request: Request,
                           s: Annotated[str, QueryParameter(min_length=1, max_length=4096)],
                           n: Count = 20, c: Continuation = None, xt: Strings = None, it: Strings = None,
@@ -554,7 +559,7 @@ async def edit_tag(data: Annotated[EditTagForm, Body(media_type=RequestEncodingT
 
 
 @post(API + "/mark-all-as-read", tags=TAGS, summary="Mark a stream read up to ts (microseconds)", status_code=200,
-      security=SECURITY, media_type="text/plain", responses=_responses(403))
+      security=SECURITY, media_type="text/plain", responses=_responses(403, 404))
 async def mark_all_as_read(data: Annotated[MarkAllForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
                            kernel: KernelDep, request: Request) -> Response[str]:
     actor = await greader_actor(kernel, request)

@@ -191,10 +191,13 @@ async def test_malformed_item_ids_select_nothing(reader, ids):
 
 async def test_bad_forms(reader):
     client, auth, *_ = reader
-    for path, body in [("/edit-tag", "a=user/-/state/com.google/read"), ("/subscription/edit", "ac=edit"),
-                       ("/subscription/edit", "ac=delete&s=feed/x"), ("/mark-all-as-read", "ts=1"),
+    for path, body in [("/subscription/edit", "ac=delete&s=feed/x"), ("/mark-all-as-read", "ts=1"),
                        ("/mark-all-as-read", "s=feed/x&ts=yesterday")]:
         assert_problem(await client.post(R + path, content=body, headers={**auth, **FORM}), 400, "validation-error")
+    assert_problem(await client.post(R + "/subscription/edit", content="ac=edit", headers={**auth, **FORM}), 404,
+                   "not-found")
+    nothing = await client.post(R + "/edit-tag", content="a=user/-/state/com.google/read", headers={**auth, **FORM})
+    assert nothing.status_code == 200 and nothing.text == "OK"
 
 
 async def test_unknown_streams(reader):
