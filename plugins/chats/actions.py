@@ -569,8 +569,11 @@ async def check_mark_read(actor: Actor, kernel, channel_id: uuid.UUID, seq: int)
         unread = await connection.fetchval(
             """SELECT count(*) FROM chats_message WHERE channel_id = $1 AND seq > $2 AND deleted_at IS NULL
                AND author_id IS DISTINCT FROM $3""", channel_id, marker, actor.user_id)
-    await runtime(kernel).publish(channel_id, {"type": "read", "channel_id": channel_id, "user_id": actor.user_id,
-                                               "seq": marker})
+    if found.channel["kind"] != "channel":
+        # Live read receipts only in direct and group conversations: in a channel every reader's
+        # marker would go to every member, N*N frames per message; there GET .../members says it.
+        await runtime(kernel).publish(channel_id, {"type": "read", "channel_id": channel_id,
+                                                   "user_id": actor.user_id, "seq": marker})
     return ReadOut(channel_id, marker, unread)
 
 

@@ -238,9 +238,8 @@ async def test_authentication(api, team, sygmax_process, clients):
 async def test_typing_read_receipts_and_presence_cross_processes(api, team, sygmax_process, clients):
     first, _ = sygmax_process("realtime")
     second, _ = sygmax_process("realtime")
-    ch = await channel(api, team.alice, team)
-    await api.ok(team.bob, "POST", f"/api/v1/chats/channels/{ch['id']}/members", {"user_id": str(team.bob.id)},
-                 status=204)
+    ch = await api.ok(team.alice, "POST", "/api/v1/chats/direct",
+                      {"workspace_id": team.workspace_id, "user_ids": [str(team.bob.id), str(team.carol.id)]})
     bob = await clients(first, team.bob)
     await bob.subscribe(ch["id"])
     carol = await clients(second, team.carol)
