@@ -332,3 +332,13 @@ def test_manifest_json_is_last_and_lists_every_part(node, make_app, tmp_path):
     assert [name for name in names if name.startswith("objects/files/big.bin/")] == [
         "objects/files/big.bin/000000", "objects/files/big.bin/000001", "objects/files/big.bin/000002"]
     assert set(manifest["parts"]) == parts
+
+
+def test_bad_backup_settings_are_named(node):
+    config = Path(node["SYGMAX_CONFIG"])
+    config.write_text('[backup]\nkeep_daily = 0\nschedule_hour = 24\nkey = "short"\nunknown = 1\n')
+    result = invoke(["backup", "list"], {k: v for k, v in node.items() if k != "SYGMAX_BACKUP_KEY"})
+    assert result.exit_code == 2, result.output
+    for key in ("backup.keep_daily", "backup.schedule_hour", "backup.key", "backup.unknown"):
+        assert key in result.output, result.output
+    assert "'short'" not in result.output  # the key's value is never echoed
