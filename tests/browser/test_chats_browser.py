@@ -79,8 +79,9 @@ async def test_two_people_on_two_processes_chat_react_edit_and_see_typing_and_pr
     # Alice creates a public channel through the dialog.
     await alice_page.goto("/chats")
     await alice_page.get_by_role("button", name="Create channel").click()
-    await alice_page.get_by_label("Name").fill("general")
-    await alice_page.get_by_role("button", name="Create", exact=True).click()
+    dialog = alice_page.get_by_role("dialog", name="Create a channel")
+    await dialog.get_by_label("Name", exact=True).fill("general")
+    await dialog.get_by_role("button", name="Create", exact=True).click()
     await expect(alice_page.get_by_role("listbox", name="Channels").get_by_role("option", name="general")).to_be_visible()
     await expect(alice_page.get_by_role("heading", level=2, name="# general")).to_be_visible()
 
