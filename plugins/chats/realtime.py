@@ -195,6 +195,8 @@ class ChannelFeed:
         self.last: int | None = None
         self.conns: dict[Connection, _Sub] = {}
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        # A failure is reported to the subscribers waiting on it; with none waiting, it is only logged.
+        self.ready.add_done_callback(lambda future: future.cancelled() or future.exception())
         self.task = hub.kernel.spawn(self._run(), f"chats-feed-{channel_id}")
 
     async def _run(self) -> None:
@@ -210,6 +212,8 @@ class ChannelFeed:
                     if current is None:  # the channel was deleted meanwhile
                         self._deliver(encode({"type": "channel_deleted", "channel_id": self.channel_id}).decode(),
                                       None, "channel_deleted", None)
+                        if not self.ready.done():
+                            self.ready.set_exception(Problem(404, "not-found", "No such channel"))
                         return
                     if self.last is None:
                         self.last = current
@@ -530,7 +534,16 @@ async def _subscribe(connection: Connection, frame: Subscribe) -> None:
     except Problem as problem:
         connection.send_now(_error(problem.slug, str(problem.detail), frame.ref, channel_id=str(channel_id)))
         return
-    feed = await hub.feed(channel_id)
+    try:
+        feed = await hub.feed(channel_id)
+    except Problem as problem:
+        connection.send_now(_error(problem.slug, str(problem.detail), frame.ref, channel_id=str(channel_id)))
+        return
+    except Exception as exc:  # noqa: BLE001 - Redis or the database is away: say so, keep the connection
+        log.warning("chats_subscribe_failed", channel_id=str(channel_id), error=str(exc))
+        connection.send_now(_error("unavailable", "Subscribing failed for now; try again shortly", frame.ref,
+                                   channel_id=str(channel_id)))
+        return
     snapshot = feed.last
     sub = _Sub(snapshot if frame.after_seq is None else min(frame.after_seq, snapshot))
     feed.conns[connection] = sub  # from here on live frames are buffered in sub.pending
