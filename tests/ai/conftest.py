@@ -261,3 +261,7 @@ def api_server(ai_running):
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+LONG_TEXT = " ".join(f"Paragraph {i}: the committee discussed budgets, hiring plans, office moves and the new "
+                     f"coffee machine at great length without reaching any decision." for i in range(12))
