@@ -139,16 +139,26 @@ def converge_programs(
     if added:
         wait_healthy(state, added, health_timeout)
     order = [program for _, program, _ in state.all_processes()]
+    # Every Caddy reload closes its idle client connections (a client that sends on one at that
+    # instant sees it closed), so a re-created process rejoins Caddy in the same reload that
+    # takes the next one out: one reload per drained process, plus one at the end.
+    out: int | None = None
     for name in sorted(changed, key=lambda name: order.index(name) if name in order else len(order)):
         if progress:
             progress(f"restarting {name} (definition changed)")
-        drained = _drain(state, name)
+        port = _drainable(state, name)
+        if port is not None:
+            caddy.apply(state, without=frozenset({port}))  # `out` rejoins in the same reload
+            time.sleep(DRAIN_SECONDS)  # let requests already routed there finish
+        elif out is not None:
+            caddy.apply(state)
+        out = port
         sup.remove(name)
         sup.add(name)
         wait_healthy(state, [name], health_timeout)
-        if drained:
-            caddy.apply(state)
         changes.add(f"re-created {name}")
+    if out is not None:
+        caddy.apply(state)
     # Every program of the node runs (a stopped one from a failed earlier run, say).
     for name, status in sup.status().items():
         if name in removed or status.running or status.state == "STARTING":
@@ -169,18 +179,16 @@ def converge_programs(
     wait_healthy(state, [program for _, program, _ in state.all_processes()])
 
 
-def _drain(state: ApplianceState, program: str) -> bool:
-    """Take ``program`` out of Caddy's upstreams and let its requests finish; False if it cannot
-    leave (the only process of its profile, or not behind Caddy), so it restarts in place and
+def _drainable(state: ApplianceState, program: str) -> int | None:
+    """The port to take out of Caddy's upstreams before ``program`` restarts; None if it cannot
+    leave (not behind Caddy, or the only process of its profile): it restarts in place and
     Caddy's retries (try_duration) cover the gap."""
     for profile, name, port in state.all_processes():
         if name == program:
             if profile.behind_proxy is None or state.processes.get(profile.name, 0) < 2:
-                return False
-            caddy.apply(state, without=frozenset({port}))
-            time.sleep(DRAIN_SECONDS)
-            return True
-    return False
+                return None
+            return port
+    return None
 
 
 def start(state: ApplianceState, target: str | None) -> list[str]:

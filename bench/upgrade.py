@@ -265,8 +265,12 @@ class Traffic:
                                 f"{response.status_code} {response.text[:300]}"
                             )
                 except httpx.HTTPError as exc:
+                    try:
+                        where = f"{exc.request.method} {exc.request.url.path}"
+                    except RuntimeError:  # an error raised before the request existed
+                        where = "?"
                     with self._lock:
-                        self.failures.append(repr(exc))
+                        self.failures.append(f"{time.strftime('%H:%M:%S')} {where}: {exc!r}")
 
     def mark(self) -> tuple[float, int]:
         with self._lock:
