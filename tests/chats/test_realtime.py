@@ -300,3 +300,30 @@ async def test_a_slow_client_is_disconnected_and_others_carry_on(api, team, sygm
     assert len([frame for frame in slow.seen if frame["type"] == "message"]) < posted  # it was cut off
     await post(api, team.alice, ch["id"], "after")
     assert (await fast.next("message"))["message"]["text"] == "after"
+
+
+async def test_session_access_token_and_cookie_from_the_sites_origin(api, team, chat_settings, sygmax_process,
+                                                                     clients):
+    from sygmax.auth.sessions import issue_session
+    from sygmax.kernel import Kernel
+    from sygmax.plugins import discover_plugins
+
+    port, _ = sygmax_process("realtime")
+    kernel = Kernel.build(chat_settings(), discover_plugins())
+    await kernel.start()
+    try:
+        async with kernel.db.pool.acquire() as connection:
+            pair = await issue_session(kernel, connection, team.bob.id, "tests")
+    finally:
+        await kernel.stop()
+    bearer = await clients(port, None, additional_headers={"Authorization": f"Bearer {pair.access_token}"})
+    assert (await bearer.next("hello"))["user_id"] == str(team.bob.id)
+    cookie = {"Cookie": f"sygmax_access={pair.access_token}"}
+    same_site = await clients(port, None, additional_headers={**cookie, "Origin": "http://localhost:8000"})
+    assert (await same_site.next("hello"))["user_id"] == str(team.bob.id)
+    # A page on another site cannot ride the cookie (WebSockets have no CSRF header).
+    foreign = await clients(port, None, additional_headers={**cookie, "Origin": "https://evil.example"})
+    assert (await foreign.next("error"))["code"] == "csrf-failed"
+    with pytest.raises(ConnectionClosed) as closed:
+        await foreign.next()
+    assert closed.value.rcvd.code == 4403
