@@ -342,3 +342,23 @@ def test_bad_backup_settings_are_named(node):
     for key in ("backup.keep_daily", "backup.schedule_hour", "backup.key", "backup.unknown"):
         assert key in result.output, result.output
     assert "'short'" not in result.output  # the key's value is never echoed
+
+
+def test_decrypt_writes_the_tar_stream_and_refuses_a_damaged_archive(node, archived, tmp_path):
+    import tarfile
+
+    out = tmp_path / "plain.tar"
+    result = invoke(["backup", "decrypt", archived, "-o", str(out)], node)
+    assert result.exit_code == 0, result.output
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert names[0] == "backup.json" and names[-1] == "manifest.json" and "database/000000.dump" in names
+    again = invoke(["backup", "decrypt", archived, "-o", str(out)], node)
+    assert again.exit_code == 1 and "exists" in again.output
+    data = Path(archived).read_bytes()
+    cut = tmp_path / "cut.sygbak"
+    cut.write_bytes(data[: len(data) - 100])
+    refused_out = tmp_path / "cut.tar"
+    result = invoke(["backup", "decrypt", str(cut), "-o", str(refused_out)], node)
+    assert result.exit_code == 1 and "truncated" in result.output, result.output
+    assert not refused_out.exists()

@@ -1,6 +1,6 @@
 """The plaintext inside an archive: a POSIX tar stream (pax headers), written part by part.
 
-Why tar: after decryption (``sygmax backup decrypt``, not needed for restores) an operator can
+Why tar: after decryption (``sygmax backup decrypt -o x.tar``, which restores do not need) an operator can
 read an archive with any tar tool. Why parts of at most ``CHUNK`` bytes: a tar member's size
 goes in its header before its data, and neither ``pg_dump``'s output nor an object that is
 being streamed has a known size in advance; cutting every stream into members of at most 4 MiB

@@ -25,6 +25,7 @@ OUTPUT_HELP = "A directory, a file name ending in .sygbak, or s3://ACCESS:SECRET
               "(default: backup.location)."
 KEY_FILE_HELP = "Read the backup key from this file instead of backup.key / SYGMAX_BACKUP_KEY / backup.key_file."
 KEY_FILE_OPTION = typer.Option(None, "--key-file", help=KEY_FILE_HELP, dir_okay=False)
+TAR_OUTPUT_OPTION = typer.Option(..., "--output", "-o", help="Where to write the tar stream.", dir_okay=False)
 
 
 def read_key_file(path: Path | None) -> str | None:
@@ -133,6 +134,34 @@ def verify(
                   highlight=False)
 
 
+def decrypt(
+    archive: str = typer.Argument(..., help="Archive path or s3:// URL."),
+    output: Path = TAR_OUTPUT_OPTION,
+    key_file: Path = KEY_FILE_OPTION,
+) -> None:
+    """Write the archive's plaintext tar stream (for inspection by hand; restores do not need it)."""
+    import os
+
+    from appliance.backup.errors import BackupError
+    from appliance.backup.settings import resolve_key
+    from appliance.backup.verify import open_archive
+
+    settings, _ = load_or_fail()
+    if output.exists():
+        fail(f"{output} exists; choose a new file")
+    try:
+        key = resolve_key(settings, read_key_file(key_file))
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle, open_archive(archive, key) as reader:
+            while data := reader.read(1024 * 1024):
+                handle.write(data)
+    except (BackupError, OSError) as exc:
+        output.unlink(missing_ok=True)  # an archive that fails to authenticate leaves nothing behind
+        fail(f"refused: {exc}")
+    console.print(f"[green]decrypted[/] to {output} (a tar stream; see docs/operator-guide.md)", highlight=False,
+                  soft_wrap=True)
+
+
 def keygen() -> None:
     """Print a new random backup key (set it as backup.key; keep a copy off this host)."""
     console.print(secrets.token_urlsafe(32), highlight=False)
@@ -141,4 +170,5 @@ def keygen() -> None:
 app.command("create")(create)
 app.command("list")(list_)
 app.command("verify")(verify)
+app.command("decrypt")(decrypt)
 app.command("keygen")(keygen)
