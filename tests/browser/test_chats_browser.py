@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import pyvips
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.browser.conftest import csrf_headers, page_problems, sign_up_api
@@ -33,9 +34,9 @@ async def api_call(context: BrowserContext, method: str, path: str, data=None, e
     return await response.json() if response.status != 204 else None
 
 
-async def two_people(servers, new_context, names=("Alice", "Bob")):
+async def two_people(servers, new_context, names=("Alice", "Bob"), **env: str):
     """Two server processes; Alice signed in on the first, Bob on the second, in one workspace."""
-    first, second = await servers.start(2)
+    first, second = await servers.start(2, **env)
     alice_context = await new_context(first)
     bob_context = await new_context(second)
     alice = await sign_up_api(alice_context, "alice@example.org", names[0])
@@ -232,3 +233,111 @@ async def test_an_oversized_message_shows_a_clear_error_and_keeps_the_draft(serv
     await send(page, "short")
     await expect(page.get_by_role("log").locator("article")).to_have_count(1)
     await expect(alert).to_have_count(0)
+
+
+async def test_history_unread_threads_pins_search_files_and_direct_messages(servers, new_context):
+    _, (alice_context, alice), (bob_context, bob), workspace = await two_people(
+        servers, new_context, SYGMAX_CHATS_MESSAGES_PER_MINUTE="1000")
+    general = await api_call(alice_context, "POST", "/api/v1/chats/channels",
+                             {"workspace_id": workspace["id"], "name": "general"}, 201)
+    lobby = await api_call(alice_context, "POST", "/api/v1/chats/channels",
+                           {"workspace_id": workspace["id"], "name": "lobby"}, 201)
+    for channel in (general, lobby):
+        await api_call(bob_context, "POST", f"/api/v1/chats/channels/{channel['id']}/members",
+                       {"user_id": bob["id"]}, 204)
+    for number in range(120):
+        await api_call(alice_context, "POST", f"/api/v1/chats/channels/{general['id']}/messages",
+                       {"text": f"message {number}"}, 201)
+    await api_call(alice_context, "POST", f"/api/v1/chats/channels/{general['id']}/messages",
+                   {"text": "a ripe banana"}, 201)
+
+    bob_page = await bob_context.new_page()
+    problems = page_problems(bob_page)
+    await bob_page.goto(f"/chats/{lobby['id']}")
+    channels = bob_page.get_by_role("listbox", name="Channels")
+    await expect(channels.get_by_role("option", name="general")).to_contain_text("121")
+    await expect(channels.get_by_label("121 unread")).to_be_visible()
+
+    # Opening the channel shows the newest page and clears the unread count; scrolling up loads
+    # older pages, in order, until the first message.
+    await channels.get_by_role("option", name="general").click()
+    log = bob_page.get_by_role("log", name="Messages in general")
+    await expect(log.get_by_text("a ripe banana", exact=True)).to_be_visible()
+    await expect(log.get_by_text("message 0", exact=True)).to_have_count(0)
+    await expect(channels.get_by_label("121 unread")).to_have_count(0)
+    for _ in range(5):
+        if await log.get_by_text("message 0", exact=True).count():
+            break
+        shown = await log.locator("article").count()
+        await log.evaluate("element => { element.scrollTop = 0; element.dispatchEvent(new Event('scroll')); }")
+        await expect(log.locator("article")).not_to_have_count(shown)
+    await expect(log.locator("article")).to_have_count(121)
+    seqs = await log.locator("article").evaluate_all("items => items.map(item => Number(item.dataset.seq))")
+    assert seqs == list(range(1, 122))
+    general_unread = await api_call(bob_context, "GET", f"/api/v1/chats/unread?workspace_id={workspace['id']}")
+    assert {item["channel_id"]: item["unread"] for item in general_unread}[general["id"]] == 0
+
+    alice_page = await alice_context.new_page()
+    await alice_page.goto(f"/chats/{general['id']}")
+    alice_log = alice_page.get_by_role("log", name="Messages in general")
+    await expect(alice_log.get_by_text("a ripe banana", exact=True)).to_be_visible()
+
+    # A thread reply: Bob answers in the thread panel; Alice's copy of the root counts it.
+    root = message(bob_page, "a ripe banana")
+    await root.hover()
+    await root.get_by_role("button", name="Reply in thread").click()
+    thread = bob_page.get_by_role("complementary", name="Thread")
+    await thread.get_by_role("textbox", name="Reply in thread").fill("yes, very ripe")
+    await thread.get_by_role("textbox", name="Reply in thread").press("Enter")
+    await expect(thread.get_by_role("log", name="Replies").get_by_text("yes, very ripe")).to_be_visible()
+    await expect(message(alice_page, "a ripe banana").get_by_role("button", name="Thread, 1 replies")).to_be_visible()
+    await expect(log.get_by_text("yes, very ripe")).to_have_count(0)  # replies stay in the thread
+    await bob_page.keyboard.press("Escape")
+    await expect(thread).to_have_count(0)
+
+    # Pins: Bob pins a message, Alice sees the flag and finds it in the pinned panel.
+    pinned = message(bob_page, "message 118")
+    await pinned.hover()
+    await pinned.get_by_role("button", name="Pin").click()
+    await expect(message(alice_page, "message 118").locator(".chats-pinned-flag")).to_be_visible()
+    await alice_page.get_by_role("button", name="Pinned").click()
+    await expect(alice_page.get_by_role("complementary", name="Pinned messages").get_by_text("message 118")).to_be_visible()
+
+    # Search is stemmed: "bananas" finds "banana".
+    await bob_page.keyboard.press("Control+k")
+    await expect(bob_page.get_by_label("Search messages")).to_be_focused()
+    await bob_page.keyboard.type("bananas")
+    await bob_page.keyboard.press("Enter")
+    results = bob_page.get_by_role("complementary", name="Search results")
+    await expect(results.get_by_role("link").filter(has_text="a ripe banana")).to_be_visible()
+
+    # An image attachment: uploaded from the composer, shown to Alice as a thumbnail.
+    image = pyvips.Image.black(64, 48).draw_rect(255, 8, 8, 20, 20, fill=True).pngsave_buffer()
+    await bob_page.locator("input[type=file]").first.set_input_files(
+        {"name": "diagram.png", "mimeType": "image/png", "buffer": image})
+    await expect(bob_page.get_by_role("list", name="Files to send").get_by_text("diagram.png")).to_be_visible()
+    await bob_page.locator("textarea.chats-input").first.fill("the diagram")
+    await bob_page.locator("textarea.chats-input").first.press("Enter")
+    picture = message(alice_page, "the diagram").get_by_role("img", name="diagram.png")
+    await expect(picture).to_be_visible()
+    # Loaded through the access-checked thumbnail route (a broken image has no natural width).
+    await alice_page.wait_for_function("image => image.complete && image.naturalWidth > 0",
+                                       arg=await picture.element_handle())
+
+    # A direct message: Alice starts it from the dialog; Bob gets it with an unread count.
+    await alice_page.get_by_role("button", name="New direct message").click()
+    dialog = alice_page.get_by_role("dialog", name="Direct message")
+    await dialog.get_by_label("Bob").check()
+    await dialog.get_by_role("button", name="Start").click()
+    await expect(alice_page.get_by_role("listbox", name="Direct messages").get_by_role("option", name="Bob")).to_be_visible()
+    await send(alice_page, "psst, Bob")
+    direct = bob_page.get_by_role("listbox", name="Direct messages").get_by_role("option", name=re.compile("Alice"))
+    await expect(direct).to_be_visible()
+    await expect(direct.get_by_label("1 unread")).to_be_visible()
+    await direct.click()
+    await expect(message(bob_page, "psst, Bob")).to_be_visible()
+    # Keyboard: Alt+Up goes back to the previous conversation.
+    await bob_page.keyboard.press("Alt+ArrowUp")
+    await expect(bob_page).not_to_have_url(re.compile(r"/chats/$"))
+    assert not [problem for problem in problems if "WebSocket" not in problem], problems
+    assert alice["id"] != bob["id"]

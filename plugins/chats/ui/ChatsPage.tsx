@@ -195,6 +195,17 @@ export function ChatsPage({ params }: PageProps) {
       case "member":
         loadChannels();
         return;
+      case "unsubscribed": // removed from the channel, or it was deleted
+        if (channelId) subscribed.current.delete(channelId);
+        loadChannels();
+        return;
+      case "read": // read in another tab or on another device
+        if (frame.user_id === me && channelId) {
+          const seq = Number(frame.seq ?? 0);
+          setChannels((list) => list.map((channel) => channel.id === channelId && seq >= channel.last_read_seq
+            ? { ...channel, last_read_seq: seq, unread: Math.max(0, channel.last_seq - seq) } : channel));
+        }
+        return;
       case "typing": {
         const userId = frame.user_id as string;
         if (!channelId || userId === me) return;
@@ -269,10 +280,9 @@ export function ChatsPage({ params }: PageProps) {
         const { [message.author_id]: _gone, ...rest } = byUser;
         return { ...all, [channelId]: rest };
       });
-      if (message.author_id !== me && (channelId !== activeRef.current || document.hidden)) {
-        setChannels((list) => list.map((channel) => channel.id === channelId
-          ? { ...channel, unread: channel.unread + 1, last_seq: Math.max(channel.last_seq, message.seq) } : channel));
-      }
+      const unread = message.author_id !== me && (channelId !== activeRef.current || document.hidden) ? 1 : 0;
+      setChannels((list) => list.map((channel) => channel.id === channelId
+        ? { ...channel, unread: channel.unread + unread, last_seq: Math.max(channel.last_seq, message.seq) } : channel));
       if (!channelsRef.current.some((channel) => channel.id === channelId)) loadChannels();
     }
   }
