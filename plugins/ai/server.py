@@ -273,6 +273,7 @@ class ModelServer:
         except JobError as exc:
             status, error = "failed", exc.as_dict()
             metrics.JOBS.labels(job.op, model, "rejected").inc()
+            log.warning("ai_job_failed", job=job.id, op=job.op, model=model, slug=exc.slug, detail=exc.detail)
         except Exception as exc:
             log.exception("ai_job_error", job=job.id, op=job.op, model=model)
             status, error = "failed", {"status": 500, "slug": "ai-internal-error",

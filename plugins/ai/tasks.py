@@ -40,8 +40,8 @@ SYSTEM = {
                   "sentences. Reply with the summary only, in the language of the text."),
     "correct_text": ("You are a proofreading tool. Correct the spelling, grammar and punctuation of the text "
                      "between <<< and >>>. Keep its meaning, language and tone. Reply with the corrected text only."),
-    "generate_tags": ("You are a tagging tool. Give up to {max_tags} short topic tags (one or two lowercase words "
-                      "each) for the text between <<< and >>>. Reply with JSON: {{\"tags\": [\"...\"]}}."),
+    "generate_tags": ("Give up to {max_tags} keywords for the text between <<< and >>>. Each keyword is one or two "
+                      "lowercase words taken from the text. Answer in JSON with the key \"tags\"."),
     "translate": ("You are a translation tool. Translate the text between <<< and >>> into {target_language}. "
                   "Reply with the translation only."),
 }
@@ -50,7 +50,7 @@ SYSTEM = {
 def tags_schema(max_tags: int) -> dict:
     return {"type": "object", "required": ["tags"], "properties": {
         "tags": {"type": "array", "minItems": 1, "maxItems": max_tags,
-                 "items": {"type": "string", "minLength": 1, "maxLength": 40}}}}
+                 "items": {"type": "string", "minLength": 2, "maxLength": 32}}}}
 
 
 def build(op: str, text: str, params: dict) -> tuple[list[dict], dict]:

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from sygmax.storage.base import open_store
 from tests.ai.conftest import async_wait_for
 from tests.conftest import assert_problem
 
@@ -102,4 +103,7 @@ async def test_async_transcription_is_a_job_to_poll(api, make_user, speech, ai_d
     assert_problem(await api.get(job_url, headers=bob.headers), 404, "not-found")
     key = await ai_db.fetchval("SELECT input_key FROM ai_job WHERE id = $1::uuid", job["id"])
     assert key.startswith("ai/uploads/")
-    assert not (ai_running.directory / "objects" / key).exists()
+    settings = ai_running.settings()
+    store = open_store(settings.storage, public_base_url=settings.server.public_url)
+    assert not await store.exists(key)
+    await store.close()
