@@ -342,7 +342,10 @@ def main() -> None:
     arguments.add_argument("--skip-refresh", action="store_true")
     arguments.add_argument("--no-write", action="store_true")
     options = arguments.parse_args()
-    report: dict = {"benchmark": "feeds_refresh", "cpus": os.cpu_count(), "parsers": parser_benchmark()}
+    # The machine is shared: the load before the run says how much of it this run had.
+    report: dict = {"benchmark": "feeds_refresh", "cpus": os.cpu_count(),
+                    "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+                    "parsers": parser_benchmark()}
     if not options.skip_refresh:
         # A worker reads up to events.batch_size entries at once and handles them one by one, so
         # with the default (100) the first worker to read takes every queued feed batch and the

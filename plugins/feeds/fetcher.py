@@ -88,6 +88,16 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def resolve(self, host: str, port: int) -> list[str]:
         try:
+            literal = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        if literal is not None:  # an address already: no resolver round trip through the thread pool
+            addresses = [str(literal)]
+            if not self.allow_private and address_blocked(addresses[0]) and host.lower() not in self.private_hosts:
+                raise BlockedAddress(f"{host} is a private, loopback or reserved address; fetching it is not "
+                                     f"allowed (feeds.allow_private_addresses)")
+            return addresses
+        try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(f"cannot resolve {host}: {exc.strerror or exc}") from None

@@ -154,6 +154,8 @@ def _absolute(url: str | None, base: str | None) -> str | None:
     if not url or not isinstance(url, str):
         return None
     url = url.strip()
+    if url.startswith(("https://", "http://")) and " " not in url and url.isprintable():
+        return url  # already absolute (the common case): urljoin costs more than the parse
     joined = urljoin(base, url) if base else url
     return joined if urlsplit(joined).scheme in ("http", "https") else None
 
