@@ -197,6 +197,13 @@ def diagnose(prefix: Path | None) -> tuple[ApplianceState | None, list[Finding]]
             )
     if all(row.health.ok for row in status.processes):
         findings.append(Finding("processes", "ok", f"{len(status.processes)} processes healthy"))
+    ai_rows = [row for row in status.processes if row.profile == "ai"]
+    if not ai_rows:
+        findings.append(Finding("ai profile", "ok", "no ai process configured: AI endpoints answer 503 "
+                                                    "(with the ai extra installed: sygmax scale ai=1)"))
+    for row in ai_rows:
+        if row.health.ok:  # the detail names the loaded models and whether a GPU is in use
+            findings.append(Finding(f"ai profile ({row.program})", "ok", row.health.detail))
     for name, probe in status.services.items():
         if probe.ok:
             findings.append(Finding(name, "ok", probe.detail))

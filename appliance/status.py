@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,6 +138,34 @@ def _caddy(state: ApplianceState) -> Probe:
     return Probe(True, f"serving {state.public_url} (admin API {state.caddy_admin_url})")
 
 
+_AI_LOADED = re.compile(r'^sygmax_ai_model_loaded\{([^}]*)\}\s+1(?:\.0)?$', re.MULTILINE)
+
+
+def ai_models(port: int, timeout: float = 3.0) -> list[dict[str, str]]:
+    """The models an ai process has loaded, from its /metrics (``sygmax_ai_model_loaded``)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as response:
+            text = response.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [dict(re.findall(r'(\w+)="([^"]*)"', labels)) for labels in _AI_LOADED.findall(text)]
+
+
+def ai_health(port: int) -> Probe:
+    """An ai process's health plus what it serves: its models, their devices, GPU or CPU."""
+    probe = process_health(port)
+    if not probe.ok:
+        return probe
+    models = ai_models(port)
+    if not models:
+        return Probe(False, "healthy, but no model loaded (see sygmax logs ai)")
+    gpu = any(model.get("device") == "gpu" for model in models)
+    listed = ", ".join(f"{m.get('model')} ({m.get('kind')}, {m.get('device')})" for m in models)
+    return Probe(True, f"healthy; GPU: {'yes' if gpu else 'no'}; models: {listed}")
+
+
 def collect(state: ApplianceState, migrations: bool = True) -> NodeStatus:
     sup = Supervisor(state)
     running = sup.alive()
@@ -145,7 +174,8 @@ def collect(state: ApplianceState, migrations: bool = True) -> NodeStatus:
     expected = state.all_processes()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        health = {program: pool.submit(process_health, port) for _, program, port in expected}
+        health = {program: pool.submit(ai_health if profile.name == "ai" else process_health, port)
+                  for profile, program, port in expected}
         services = {
             "postgresql": pool.submit(_postgres, state),
             "redis": pool.submit(redis_ping, state.redis_port, _secrets(state).get("redis_password", "")),

@@ -131,13 +131,16 @@ async def test_killing_the_ai_process_mid_job_is_never_silent(ai_running, api_se
     assert await ai_db.fetchval("SELECT count(*) FROM ai_job WHERE status IN ('queued', 'running')") == 0
 
 
-def test_metrics_of_the_ai_process_show_models_and_devices(ai_running):
-    port = next(line for line in ai_running.log_text().splitlines() if "Listening at" in line).rsplit(":", 1)[1]
-    text = httpx.get(f"http://127.0.0.1:{port.strip()}/metrics", timeout=10).text
-    for kind in ("llm", "stt", "embedding", "ner"):
-        assert f'kind="{kind}"' in text
-    assert 'sygmax_ai_model_loaded{device="cpu"' in text or 'device="cpu"' in text
+def test_status_and_metrics_of_the_ai_process_show_models_and_devices(ai_running):
+    from appliance.status import ai_health, ai_models
+
+    port = int(next(line for line in reversed(ai_running.log_text().splitlines())
+                    if "Listening at" in line).rsplit(":", 1)[1])
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert "sygmax_ai_queue_depth" in text and "sygmax_ai_model_rss_bytes" in text
+    assert {m["kind"] for m in ai_models(port)} == {"llm", "stt", "embedding", "ner"}
+    probe = ai_health(port)  # what `sygmax status` shows in the health column, and `doctor` reports
+    assert probe.ok and "GPU: no" in probe.detail and "smollm2-135m-instruct (llm, cpu)" in probe.detail
 
 
 def test_missing_ai_reason_names_what_to_install():
