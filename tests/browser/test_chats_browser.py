@@ -336,8 +336,13 @@ async def test_history_unread_threads_pins_search_files_and_direct_messages(serv
     await expect(direct.get_by_label("1 unread")).to_be_visible()
     await direct.click()
     await expect(message(bob_page, "psst, Bob")).to_be_visible()
-    # Keyboard: Alt+Up goes back to the previous conversation.
+    # Keyboard: Alt+Up and Alt+Down move between conversations.
+    direct_url = bob_page.url
     await bob_page.keyboard.press("Alt+ArrowUp")
-    await expect(bob_page).not_to_have_url(re.compile(r"/chats/$"))
+    await expect(bob_page).not_to_have_url(direct_url)
+    await expect(bob_page.get_by_role("log", name="Messages in Alice")).to_have_count(0)
+    await bob_page.keyboard.press("Alt+ArrowDown")
+    await expect(bob_page).to_have_url(direct_url)
+    await expect(message(bob_page, "psst, Bob")).to_be_visible()
     assert not [problem for problem in problems if "WebSocket" not in problem], problems
     assert alice["id"] != bob["id"]

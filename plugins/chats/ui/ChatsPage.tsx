@@ -20,6 +20,7 @@ interface Typist { name: string; until: number }
 
 const TYPING_SEND_MS = 3000;
 const TYPING_SHOW_MS = 6000;
+const CHANNELS_REFRESH_MS = 10_000;
 
 /** Insert or replace by id, keep seq order; the same message from REST and WS lands once. */
 function upsert(list: Message[], message: Message): Message[] {
@@ -99,6 +100,21 @@ export function ChatsPage({ params }: PageProps) {
       setChannelsError(error);
     }
   }, [workspace?.id]);
+
+  // New conversations someone else opened with you (a direct message, being added to a private
+  // channel) come with no frame on a channel you are subscribed to: look for them every
+  // CHANNELS_REFRESH_MS and whenever the tab comes back to the foreground.
+  useEffect(() => {
+    const refresh = () => {
+      if (!document.hidden) loadChannels();
+    };
+    const timer = setInterval(refresh, CHANNELS_REFRESH_MS);
+    document.addEventListener("visibilitychange", refresh);
+    return () => {
+      clearInterval(timer);
+      document.removeEventListener("visibilitychange", refresh);
+    };
+  }, [loadChannels]);
 
   useEffect(() => {
     setChannels([]);
