@@ -20,6 +20,9 @@ class ChatsSettings(Section):
     presence_ttl_s: float = Field(30.0, ge=2.0, description="a connection not refreshed for this long is offline")
     heartbeat_s: float = Field(10.0, ge=0.5, description="how often each process refreshes its connections' presence")
     catchup_limit: int = Field(5000, ge=1, description="most messages a resuming subscription is sent from the database")
+    presence_broadcast_max: int = Field(100, ge=0, description="workspaces with at most this many members send "
+                                                              "everyone's presence to everyone; larger ones only "
+                                                              "what each connection asked for (presence_subscribe)")
 
     @field_validator("search_language")
     @classmethod

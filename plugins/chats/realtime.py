@@ -89,11 +89,15 @@ class SetPresence(_Client, tag="presence"):
     status: Literal["online", "away"]
 
 
+class PresenceSubscribe(_Client, tag="presence_subscribe"):
+    user_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=1000)]
+
+
 class Auth(_Client, tag="auth"):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
-ClientFrame = Subscribe | Unsubscribe | Typing | Ack | Ping | SetPresence | Auth
+ClientFrame = Subscribe | Unsubscribe | Typing | Ack | Ping | SetPresence | PresenceSubscribe | Auth
 _decode_client = msgspec.json.Decoder(ClientFrame).decode
 
 
@@ -138,6 +142,7 @@ class Connection:
         self.subs: dict[uuid.UUID, _Sub] = {}
         self.workspaces: set[uuid.UUID] = set()
         self.typed: dict[uuid.UUID, float] = {}
+        self.interest: set[uuid.UUID] = set()
         self.writer: asyncio.Task | None = None
 
     def offer(self, text: str) -> None:
@@ -284,22 +289,33 @@ class ChannelFeed:
 
 
 class PresenceFeed:
-    """Presence frames of one workspace, to every local connection watching it."""
+    """Presence frames of one workspace, to the local connections watching it.
+
+    Telling every member about every other member's transitions is N*N frames (5,000 people
+    coming online is 25 million frames), so a workspace larger than ``[chats]
+    presence_broadcast_max`` members only sends each connection the people it asked for with
+    ``presence_subscribe``; a smaller one sends everyone everything, which is what a team of
+    a few dozen wants without asking.
+    """
 
     def __init__(self, hub: Hub, workspace_id: uuid.UUID) -> None:
         self.hub = hub
         self.workspace_id = workspace_id
         self.conns: set[Connection] = set()
+        self.broadcast = False  # decided from the member count when the feed starts
         self.task = hub.kernel.spawn(self._run(), f"chats-presence-{workspace_id}")
 
     async def _run(self) -> None:
+        limit = self.hub.chats.settings.presence_broadcast_max
         while True:
             try:
+                async with self.hub.kernel.db.pool.acquire() as connection:
+                    members = await connection.fetchval(
+                        "SELECT count(*) FROM sygmax_membership WHERE workspace_id = $1", self.workspace_id)
+                self.broadcast = members <= limit
                 async with self.hub.kernel.fanout.subscribe(presence_topic(self.workspace_id)) as subscription:
                     async for data in subscription:
-                        text = data.decode()
-                        for connection in tuple(self.conns):
-                            connection.offer(text)
+                        self._deliver(data)
                 return
             except SlowConsumer:
                 continue
@@ -309,6 +325,17 @@ class PresenceFeed:
                 log.warning("chats_presence_feed_error", error=str(exc))
                 await asyncio.sleep(0.5)
 
+    def _deliver(self, data: bytes) -> None:
+        text = data.decode()
+        if self.broadcast:
+            for connection in tuple(self.conns):
+                connection.offer(text)
+            return
+        user_id = _decode_head(data).user_id
+        for connection in tuple(self.hub.interest.get(user_id, ())):
+            if connection in self.conns:
+                connection.offer(text)
+
 
 class Hub:
     def __init__(self, kernel: Kernel, chats: ChatsRuntime) -> None:
@@ -316,6 +343,7 @@ class Hub:
         self.chats = chats
         self.feeds: dict[uuid.UUID, ChannelFeed] = {}
         self.presence_feeds: dict[uuid.UUID, PresenceFeed] = {}
+        self.interest: dict[uuid.UUID, set[Connection]] = {}  # user -> connections that asked for their presence
         self.connections: set[Connection] = set()
         self.heartbeat = kernel.spawn(self._heartbeat(), "chats-presence-heartbeat")
 
@@ -350,7 +378,20 @@ class Hub:
                     del self.presence_feeds[workspace_id]
                     feed.task.cancel()
         connection.workspaces.clear()
+        self.set_interest(connection, ())
         self.connections.discard(connection)
+
+    def set_interest(self, connection: Connection, user_ids) -> None:
+        """Replace the users whose presence ``connection`` receives in large workspaces."""
+        for user_id in connection.interest:
+            watchers = self.interest.get(user_id)
+            if watchers is not None:
+                watchers.discard(connection)
+                if not watchers:
+                    del self.interest[user_id]
+        connection.interest = set(user_ids)
+        for user_id in connection.interest:
+            self.interest.setdefault(user_id, set()).add(connection)
 
     def watch_presence(self, connection: Connection, workspace_id: uuid.UUID) -> None:
         if workspace_id in connection.workspaces:
@@ -517,6 +558,17 @@ async def _dispatch(connection: Connection, frame) -> None:
     elif isinstance(frame, SetPresence):
         connection.status = frame.status
         await hub.set_presence(connection, frame.status)
+    elif isinstance(frame, PresenceSubscribe):
+        hub.set_interest(connection, frame.user_ids)
+        try:
+            statuses = await hub.chats.presence.statuses(list(connection.interest))
+        except Exception as exc:  # noqa: BLE001 - the live frames still come once Redis answers
+            log.warning("chats_presence_failed", error=str(exc))
+            statuses = []
+        for user_id, status, _ in statuses:  # where everyone stands now; changes follow as they happen
+            connection.send_now(encode({"type": "presence", "user_id": user_id, "status": status}).decode())
+        connection.send_now(encode({"type": "presence_subscribed", "count": len(connection.interest),
+                                    "ref": frame.ref}).decode())
     elif isinstance(frame, Auth):
         connection.send_now(_error("already-authenticated", "This connection is already authenticated", frame.ref))
 

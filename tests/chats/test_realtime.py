@@ -327,3 +327,23 @@ async def test_session_access_token_and_cookie_from_the_sites_origin(api, team, 
     with pytest.raises(ConnectionClosed) as closed:
         await foreign.next()
     assert closed.value.rcvd.code == 4403
+
+
+async def test_large_workspaces_send_only_the_presence_asked_for(api, team, sygmax_process, clients):
+    # Four members, more than the broadcast limit of 2: nobody hears about everybody.
+    port, _ = sygmax_process("realtime", SYGMAX_CHATS_PRESENCE_BROADCAST_MAX="2")
+    ch = await channel(api, team.alice, team)
+    bob = await clients(port, team.bob)
+    await bob.subscribe(ch["id"])
+    carol = await clients(port, team.carol)
+    await bob.send({"type": "presence_subscribe", "user_ids": [str(team.carol.id)], "ref": "p"})
+    now = await bob.next("presence", "presence_subscribed")
+    assert (now["type"], now["user_id"], now["status"]) == ("presence", str(team.carol.id), "online")
+    assert (await bob.next("presence_subscribed"))["count"] == 1
+    await clients(port, team.victor)  # online now, but bob did not ask about victor
+    await carol.send({"type": "presence", "status": "away"})
+    changed = await bob.next("presence")
+    assert (changed["user_id"], changed["status"]) == (str(team.carol.id), "away")
+    assert not any(frame.get("user_id") == str(team.victor.id) for frame in bob.seen)
+    await bob.send({"type": "presence_subscribe", "user_ids": ["not-a-uuid"]})
+    assert (await bob.next("error"))["code"] == "invalid-frame"
