@@ -59,7 +59,7 @@ class AiService:
                 models = await self.registry.get(self.kernel.db.pool)
                 found = next((m for m in models if m.name == requested), None)
             if found is None:
-                raise Problem(400, "unknown-model", f"model: no model called {requested!r}; "
+                raise Problem(404, "unknown-model", f"model: no model called {requested!r}; "
                                                     f"GET /api/v1/ai/models lists them", field="model")
             if found.kind != kind:
                 raise Problem(400, "wrong-model-kind", f"model: {requested} is a {found.kind} model; {op} needs "

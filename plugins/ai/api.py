@@ -31,7 +31,8 @@ from sygmax.kernel import KernelDep
 SECURITY = [{"bearer": []}]
 TAGS = ["ai"]
 
-Text = Annotated[str, msgspec.Meta(min_length=1, description="the text to work on (limit: ai.max_text_chars)")]
+# Not only white space (the schema says so); the length limit is the configured ai.max_text_chars (413).
+Text = Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S", description="the text to work on (limit: ai.max_text_chars)")]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=registry.NAME_PATTERN,
                                         description="a registered model; default: the one chosen for you")]
 MaxTokens = Annotated[int, msgspec.Meta(ge=16, le=4096)]
@@ -185,7 +186,7 @@ class EntitiesIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SearchIn(msgspec.Struct, forbid_unknown_fields=True):
-    q: Annotated[str, msgspec.Meta(min_length=1, description="what to look for, in plain words")]
+    q: Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S", description="what to look for, in plain words")]
     scope: Literal["all", "chats", "feeds"] = "all"
     workspace_id: uuid.UUID | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=50)] = 10
@@ -197,7 +198,7 @@ class TranscribeForm:
 
 
 def _responses(*codes: int, accepted: bool = False) -> dict[int, ResponseSpec]:
-    text = {403: "This API token is not scoped for ai.use",
+    text = {403: "This API token is not scoped for ai.use", 404: "No model of that name is registered",
             503: "The AI profile is not running, or the model is not loaded (see Retry-After)",
             502: "The model's answer could not be used", 504: "The AI did not answer in time"}
     found: dict[int, ResponseSpec] = {code: ResponseSpec(data_container=ProblemOut, description=text[code])
@@ -250,7 +251,7 @@ def _fields(out_type, result: dict) -> dict:
 
 
 @post("/summarize", tags=TAGS, summary="Summarise a text", security=SECURITY, status_code=200,
-      responses=_responses(403, 502, 503, 504, accepted=True))
+      responses=_responses(403, 404, 502, 503, 504, accepted=True))
 async def summarize(data: JSONBody[SummarizeIn], actor: CurrentActor, kernel: KernelDep,
                     request: Request) -> Response[TextOut]:
     params = {"sentences": data.sentences, "max_tokens": data.max_tokens}
@@ -258,21 +259,21 @@ async def summarize(data: JSONBody[SummarizeIn], actor: CurrentActor, kernel: Ke
 
 
 @post("/correct_text", tags=TAGS, summary="Correct spelling and grammar", security=SECURITY, status_code=200,
-      responses=_responses(403, 502, 503, 504, accepted=True))
+      responses=_responses(403, 404, 502, 503, 504, accepted=True))
 async def correct_text(data: JSONBody[CorrectIn], actor: CurrentActor, kernel: KernelDep,
                        request: Request) -> Response[TextOut]:
     return await _text_tool("correct_text", data, {"max_tokens": data.max_tokens}, actor, kernel, request, TextOut)
 
 
 @post("/generate_tags", tags=TAGS, summary="Suggest topic tags (a JSON list)", security=SECURITY, status_code=200,
-      responses=_responses(403, 502, 503, 504, accepted=True))
+      responses=_responses(403, 404, 502, 503, 504, accepted=True))
 async def generate_tags(data: JSONBody[TagsIn], actor: CurrentActor, kernel: KernelDep,
                         request: Request) -> Response[TagsOut]:
     return await _text_tool("generate_tags", data, {"max_tags": data.max_tags}, actor, kernel, request, TagsOut)
 
 
 @post("/translate", tags=TAGS, summary="Translate a text", security=SECURITY, status_code=200,
-      responses=_responses(403, 502, 503, 504, accepted=True))
+      responses=_responses(403, 404, 502, 503, 504, accepted=True))
 async def translate(data: JSONBody[TranslateIn], actor: CurrentActor, kernel: KernelDep,
                     request: Request) -> Response[TextOut]:
     params = {"target_language": data.target_language, "max_tokens": data.max_tokens}
@@ -280,7 +281,7 @@ async def translate(data: JSONBody[TranslateIn], actor: CurrentActor, kernel: Ke
 
 
 @post("/entities", tags=TAGS, summary="Named entities (people, places, organisations, dates...)",
-      security=SECURITY, status_code=200, responses=_responses(403, 503, 504))
+      security=SECURITY, status_code=200, responses=_responses(403, 404, 503, 504))
 async def entities(data: JSONBody[EntitiesIn], actor: CurrentActor, kernel: KernelDep,
                    request: Request) -> Response[EntitiesOut]:
     ai = actions.service(kernel)
@@ -306,14 +307,14 @@ async def transcribe(data: Annotated[TranscribeForm, Body(media_type=RequestEnco
         raise Problem(400, "validation-error", "file: upload the audio as a file in multipart field `file`",
                       field="file")
     audio = await upload.read(ai.settings.max_audio_bytes + 1)
-    if not audio:
-        raise Problem(400, "empty-file", "file: the upload is empty", field="file")
     if len(audio) > ai.settings.max_audio_bytes:
         raise Problem(413, "audio-too-large", f"file: audio files may be at most {ai.settings.max_audio_bytes} bytes",
                       field="file", limit=ai.settings.max_audio_bytes)
     params = {"language": language} if language else {}
     model, cache_key, cached = await ai.prepare(actor, "transcribe", None,
                                                 [hashlib.sha256(audio).hexdigest(), params])
+    if not audio:
+        raise Problem(400, "empty-file", "file: the upload is empty", field="file")
     if cached is not None:
         return Response(TranscriptOut(**{**cached, "cached": True}), headers={"X-AI-Cache": "hit"})
     key = f"ai/uploads/{uuid.uuid4()}"
