@@ -346,3 +346,48 @@ async def test_history_unread_threads_pins_search_files_and_direct_messages(serv
     await expect(message(bob_page, "psst, Bob")).to_be_visible()
     assert not [problem for problem in problems if "WebSocket" not in problem], problems
     assert alice["id"] != bob["id"]
+
+
+async def test_a_killed_realtime_process_costs_the_page_nothing(servers, new_context):
+    """The page's socket goes to a second process (listed first in the socket URLs, the shell's
+    override); that process is killed while messages keep being posted; the page reconnects
+    to the other process and shows every message once, in order."""
+    # Behind Caddy every socket is same-origin; here the processes are addressed directly, so
+    # the page's policy lets it connect to its sibling (an operator setting, not a code path).
+    first, second = await servers.start(2, SYGMAX_GATEWAY_CONTENT_SECURITY_POLICY=(
+        "default-src 'self'; connect-src 'self' ws://127.0.0.1:*; frame-ancestors 'none'; base-uri 'self'; "
+        "form-action 'self'; object-src 'none'"))
+    alice_context = await new_context(first)
+    bob_context = await new_context(first)
+    await sign_up_api(alice_context, "alice@example.org", "Alice")
+    bob = await sign_up_api(bob_context, "bob@example.org", "Bob")
+    workspace = await api_call(alice_context, "POST", "/api/v1/workspaces", {"name": "Acme"}, 201)
+    invite = await api_call(alice_context, "POST", f"/api/v1/workspaces/{workspace['id']}/invites",
+                            {"role": "editor"}, 201)
+    await api_call(bob_context, "POST", f"/api/v1/invites/{invite['token']}/accept")
+    channel = await api_call(alice_context, "POST", "/api/v1/chats/channels",
+                             {"workspace_id": workspace["id"], "name": "general"}, 201)
+    await api_call(bob_context, "POST", f"/api/v1/chats/channels/{channel['id']}/members", {"user_id": bob["id"]}, 204)
+    urls = [f"{second.ws_url}/ws/chats", f"{first.ws_url}/ws/chats"]
+    await bob_context.add_init_script(f"localStorage.setItem('sygmax.ws.chats', JSON.stringify({urls!r}))")
+
+    page = await bob_context.new_page()
+    problems = page_problems(page)
+    await page.goto(f"/chats/{channel['id']}")
+    status = page.locator(".chats-connection")
+    await expect(status).to_have_text("Connected")
+    post = f"/api/v1/chats/channels/{channel['id']}/messages"
+    await api_call(alice_context, "POST", post, {"text": "before the crash"}, 201)
+    await expect(message(page, "before the crash")).to_be_visible()
+
+    second.kill()
+    for number in range(5):
+        await api_call(alice_context, "POST", post, {"text": f"while away {number}"}, 201)
+    await expect(status).to_have_text("Connected")
+    await api_call(alice_context, "POST", post, {"text": "after the crash"}, 201)
+    await expect(message(page, "after the crash")).to_be_visible()
+    log = page.get_by_role("log")
+    await expect(log.locator("article")).to_have_count(7)
+    seqs = await log.locator("article").evaluate_all("items => items.map(item => Number(item.dataset.seq))")
+    assert seqs == list(range(1, 8))
+    assert not [problem for problem in problems if "WebSocket" not in problem], problems
