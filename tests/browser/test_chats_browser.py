@@ -391,3 +391,32 @@ async def test_a_killed_realtime_process_costs_the_page_nothing(servers, new_con
     seqs = await log.locator("article").evaluate_all("items => items.map(item => Number(item.dataset.seq))")
     assert seqs == list(range(1, 8))
     assert not [problem for problem in problems if "WebSocket" not in problem], problems
+
+
+async def test_the_page_fits_a_phone_and_follows_the_dark_theme(servers, new_context):
+    server = await servers.one()
+    context = await new_context(server, viewport={"width": 375, "height": 740}, color_scheme="dark")
+    await sign_up_api(context, "alice@example.org", "Alice")
+    workspace = await api_call(context, "POST", "/api/v1/workspaces", {"name": "Acme"}, 201)
+    channel = await api_call(context, "POST", "/api/v1/chats/channels",
+                             {"workspace_id": workspace["id"], "name": "a-channel-with-a-rather-long-name"}, 201)
+    await api_call(context, "POST", f"/api/v1/chats/channels/{channel['id']}/messages",
+                   {"text": "a long line " + "x" * 300}, 201)
+    page = await context.new_page()
+    await page.goto(f"/chats/{channel['id']}")
+    await expect(message(page, "a long line")).to_be_visible()
+    await expect(page.locator("textarea.chats-input")).to_be_in_viewport()
+    # Nothing wider than the screen: no sideways scrolling.
+    assert await page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    # Colours come from the shell's dark theme variables.
+    colours = await page.evaluate("""() => {
+        const log = getComputedStyle(document.querySelector('.chats-log'));
+        const root = getComputedStyle(document.documentElement);
+        return [document.documentElement.dataset.theme, log.color, root.getPropertyValue('--fg').trim()];
+    }""")
+    assert colours[0] == "dark" and colours[1] == "rgb(232, 234, 237)" and colours[2] == "#e8eaed", colours
+    # Keyboard: the message box is reachable and sends with Enter.
+    await page.locator("textarea.chats-input").focus()
+    await page.keyboard.type("typed on a phone")
+    await page.keyboard.press("Enter")
+    await expect(message(page, "typed on a phone")).to_be_visible()
