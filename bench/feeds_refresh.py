@@ -259,8 +259,7 @@ async def refresh_benchmark(feeds: int, workers: int, extra_env: dict[str, str])
             "SYGMAX_DATABASE_URL": url, "SYGMAX_REDIS_URL": redis.url, "SYGMAX_STORAGE_URL": f"file://{work}/objects",
             "SYGMAX_AUTH_KEYS_DIR": str(work / "keys"), "SYGMAX_LOG_ACCESS_LOG": "false", "SYGMAX_LOG_LEVEL": "warning",
             "SYGMAX_PLUGINS_ENABLED": "feeds", "SYGMAX_FEEDS_ALLOW_PRIVATE_ADDRESSES": "true",
-            "SYGMAX_FEEDS_RETENTION_DAYS": "36500", "SYGMAX_FEEDS_BATCH_SIZE": "50",
-            "SYGMAX_FEEDS_FETCH_CONCURRENCY": "64", "SYGMAX_FEEDS_PER_HOST_CONCURRENCY": "4",
+            "SYGMAX_FEEDS_RETENTION_DAYS": "36500",
             "SYGMAX_CONFIG": str(work / "absent.toml"), "SYGMAX_DATABASE_POOL_MAX": "30",
             **extra_env,
         }
