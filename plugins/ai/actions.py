@@ -161,10 +161,9 @@ class AiService:
             finally:
                 if watcher is not None and not watcher.done():
                     watcher.cancel()
-            if not call.done():  # the client went away
+            if not call.done():  # the client went away: cancelling the call cancels the job
                 call.cancel()
-                with_suppressed = await asyncio.gather(call, return_exceptions=True)
-                del with_suppressed
+                await asyncio.gather(call, return_exceptions=True)
                 outcome = "cancelled"
                 raise Problem(503, "client-disconnected", "the client disconnected; the job was cancelled")
             try:
