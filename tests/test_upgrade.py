@@ -7,8 +7,10 @@ hard-link clone that makes a release venv cheap.
 
 The second part installs a real node (root, no systemd, an isolated prefix on free ports, as in
 tests/test_appliance_install.py), builds releases from this checkout with bench/upgrade.py's
-harness and upgrades while clients send requests through Caddy without pause (HTTP/2, as
-browsers do; bench/upgrade.py also measures HTTP/1.1 clients that never retry): a good release
+harness and upgrades while clients send requests through Caddy without pause (HTTP/1.1; a GET
+whose connection Caddy closed before any answer is retried once, as RFC 9112 allows and browsers
+do, a POST never: see bench.upgrade.Traffic; bench/upgrade.py also counts clients that never
+retry): a good release
 (new version serving, its migration applied, zero failed requests), a release whose processes
 cannot start (automatic rollback, the old version serving, data intact), a release with a
 contract step the running version still needs (refused, nothing changed), and a rollback by hand.
