@@ -1,7 +1,8 @@
 """Chat fan-out: WebSocket delivery latency of Sygmax chats beside a bare `websockets` peer.
 
     python bench/chat_fanout.py [--clients 1000,5000] [--duration 20] [--channels 4] [--rate 10]
-                                [--systems bare,sygmax] [--quick] [--no-write]
+                                [--users N] [--systems bare,sygmax] [--asgi-server granian|uvicorn]
+                                [--profile] [--quick] [--no-write]
 
 Both systems run in the same invocation on throwaway PostgreSQL and Redis (tests/servers.py):
 
@@ -9,27 +10,39 @@ Both systems run in the same invocation on throwaway PostgreSQL and Redis (tests
   ``sygmax run api`` process; senders post through REST (``POST /api/v1/chats/channels/{id}/
   messages``), so every message is committed to PostgreSQL with its channel sequence number,
   rendered and sanitised, then fanned out through Redis pub/sub to both realtime processes.
+  Users, tokens and memberships are written straight into the database (thousands of them).
 * ``bare``: two processes of a minimal ``websockets`` server (this file, ``--bare-server``):
   one Redis pub/sub connection each, ``websockets.broadcast`` of the raw frame to every socket
   subscribed to the channel. Senders ``PUBLISH`` a frame of the same shape straight to Redis:
   no database, no auth per message, no rendering. The ceiling the library gives.
 
 Load: ``N`` clients live in two client processes (never in a server process, so the servers'
-CPU is what is measured), half of each process's clients on each server process. Every client
-subscribes to all ``--channels`` channels, and the senders post ``--rate`` messages per second
-in total, round-robin over the channels (one sending user per channel), so every message
-reaches every client: ``rate * N`` deliveries per second, the load the issue's targets
-(p99 <= 25 ms at 1,000 clients, <= 50 ms at 5,000, at 10 messages/s) are stated for.
+CPU is what is measured), half of each process's clients on each server process. They are a
+minimal RFC 6455 client on an asyncio protocol (:class:`RawClient`): a library client would
+spend more CPU per frame than the servers and measure itself. Every client subscribes to all
+``--channels`` channels, and the senders post ``--rate`` messages per second in total,
+round-robin over the channels (one sending user per channel), so every message reaches every
+client: ``rate * N`` deliveries per second, the load the issue's targets (p99 <= 25 ms at
+1,000 clients, <= 50 ms at 5,000, at 10 messages/s) are stated for. ``--users`` puts N clients
+behind fewer Sygmax users (several connections each); by default each client is its own user.
 
-Measured, per system and client count:
+After connecting, the run waits until the servers are idle (``settle_s``: what connecting set
+off, such as presence announcements, is done), then sends. Measured, per system and count:
 
 * ``latency_ms``: from the sender's clock just before it sends (the REST request or the
   ``PUBLISH``) to each client's clock when the frame arrives, over every delivery; and
   ``last_recipient_ms``, per message the delivery to its last recipient;
 * ``delivered`` / ``expected`` (missing or duplicated frames show up here), ``messages_per_s``
   sent and ``deliveries_per_s``;
+* ``server_cpu_us_per_delivery``: CPU time of the fan-out server processes over the sending
+  window per delivered frame, which other load on the machine barely moves (latency does:
+  ``load_average`` is recorded); for Sygmax also ``post_ms`` (the REST round trip) and
+  ``api_cpu_ms_per_post``;
 * ``rss_per_connection_kib``: the resident memory the server processes (with their worker
-  children) gained between no client and all clients connected and subscribed, divided by N.
+  children) gained between no client and all clients connected and settled, divided by N.
+
+``--profile`` runs Sygmax's realtime processes under cProfile (granian's embedded server, in
+process), for the sending window only, and adds the top functions by own time to the report.
 
 Prints one JSON object and writes it to bench/results/chat_fanout.json (``--no-write`` not).
 """
