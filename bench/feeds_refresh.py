@@ -305,12 +305,15 @@ async def refresh_benchmark(feeds: int, workers: int, extra_env: dict[str, str])
                 elapsed = time.perf_counter() - started
                 cpu = cpu_seconds(pids) - cpu_before
                 errors = await connection.fetchval("SELECT count(*) FROM feeds_feed WHERE error_count > 0")
+                error_texts = [row["last_error"] for row in await connection.fetch(
+                    "SELECT DISTINCT last_error FROM feeds_feed WHERE error_count > 0 LIMIT 5")]
                 not_modified = sum(1 for i in range(feeds) if i % 10 < NOT_MODIFIED_SHARE * 10) if round_number else 0
                 rounds[name] = {
                     "feeds": enqueued,
                     "answered_304": not_modified,
                     "new_items": await connection.fetchval("SELECT count(*) FROM feeds_item") - items_before,
                     "errors": errors,
+                    "error_texts": error_texts,
                     "seconds": round(elapsed, 2),
                     "feeds_per_minute": round(enqueued / elapsed * 60),
                     "worker_cpu_s_per_1000_refreshes": round(cpu / enqueued * 1000, 2),
@@ -347,8 +350,8 @@ def main() -> None:
                     "parsers": parser_benchmark()}
     if not options.skip_refresh:
         # A worker reads up to events.batch_size entries at once and handles them one by one, so
-        # with the default (100) the first worker to read takes every queued feed batch and the
-        # other idles; events.batch_size=1 lets the workers share them. Both are measured.
+        # with the default (100) the first worker to read may take every queued feed batch;
+        # events.batch_size=1 makes the workers share them. Both are measured.
         report["refresh"] = {
             "events_batch_size_default": asyncio.run(refresh_benchmark(options.feeds, options.workers, {})),
             "events_batch_size_1": asyncio.run(refresh_benchmark(options.feeds, options.workers,
