@@ -290,7 +290,7 @@ async def test_history_unread_threads_pins_search_files_and_direct_messages(serv
     await thread.get_by_role("textbox", name="Reply in thread").fill("yes, very ripe")
     await thread.get_by_role("textbox", name="Reply in thread").press("Enter")
     await expect(thread.get_by_role("log", name="Replies").get_by_text("yes, very ripe")).to_be_visible()
-    await expect(message(alice_page, "a ripe banana").get_by_role("button", name="Thread, 1 replies")).to_be_visible()
+    await expect(message(alice_page, "a ripe banana").get_by_role("button", name="Thread, 1 reply")).to_be_visible()
     await expect(log.get_by_text("yes, very ripe")).to_have_count(0)  # replies stay in the thread
     await bob_page.keyboard.press("Escape")
     await expect(thread).to_have_count(0)

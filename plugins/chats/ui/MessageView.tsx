@@ -25,6 +25,10 @@ function size(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+function replies(count: number): string {
+  return `${count} repl${count === 1 ? "y" : "ies"}`;
+}
+
 export function PresenceDot({ status }: { status: Presence }) {
   return <span class={`chats-presence chats-presence-${status}`} role="img" aria-label={status} title={status} />;
 }
@@ -117,8 +121,8 @@ export function MessageView({ message, me, presence, actions, editing, onEditDon
         ))}
         {actions.onThread && (
           <button type="button" class="chats-action" onClick={() => actions.onThread?.(message)}
-            aria-label={message.reply_count ? `Thread, ${message.reply_count} replies` : "Reply in thread"}>
-            {message.reply_count ? `${message.reply_count} repl${message.reply_count === 1 ? "y" : "ies"}` : "Reply"}
+            aria-label={message.reply_count ? `Thread, ${replies(message.reply_count)}` : "Reply in thread"}>
+            {message.reply_count ? replies(message.reply_count) : "Reply"}
           </button>
         )}
         <button type="button" class="chats-action" onClick={() => actions.onPin(message)}>
