@@ -196,6 +196,16 @@ def test_a_file_that_is_no_archive_is_refused(node, tmp_path):
     refused(node, str(other), "not a Sygmax backup archive")
 
 
+def test_point_in_time_refusals(node, archived):
+    """This archive has no base backup (the test server does not archive WAL)."""
+    result = invoke(["restore", "--at", "2020-01-01T00:00:00Z", "--yes"], node)
+    assert result.exit_code == 1, result.output
+    assert "no archive with a base backup made before 2020-01-01" in result.output
+    refused_at = invoke(["restore", archived, "--at", "2020-01-01T00:00:00", "--yes"], node)
+    assert refused_at.exit_code == 1 and "holds no base backup" in refused_at.output, refused_at.output
+    assert "refused, nothing was changed" in refused_at.output
+
+
 def test_declining_the_prompt_changes_nothing(node, archived):
     settings = settings_of(node)
     before = snapshot_all(settings)
@@ -303,6 +313,30 @@ def test_s3_location_round_trip(node, make_app, s3):
     assert restored.exit_code == 0, restored.output
     assert db_snapshot(settings.database.url) == before_db
     assert object_snapshot(settings) == before_objects
+
+
+def test_s3_failed_backup_leaves_no_object(node, make_app, s3):
+    """pg_dump fails half-way into an S3 upload: the multipart upload is aborted, nothing is listed."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    settings = settings_of(node)
+    populate(settings, make_app, users=1)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    execute(settings.database.url, f"CREATE ROLE {role} LOGIN PASSWORD 'reader-password'; "
+                                   f"GRANT SELECT ON sygmax_migrations TO {role}")
+    location = s3.url("backups") + "/failing"
+    try:
+        parts = urlsplit(settings.database.url)
+        url = parts._replace(netloc=f"{role}:reader-password@{parts.hostname}:{parts.port}").geturl()
+        result = invoke(["backup", "create", "-o", location], {**node, "SYGMAX_DATABASE_URL": url})
+        assert result.exit_code == 1 and "pg_dump failed" in result.output, result.output
+    finally:
+        execute(settings.database.url, f"REVOKE ALL ON sygmax_migrations FROM {role}; DROP ROLE {role}")
+    from minio import Minio
+
+    client = Minio(f"127.0.0.1:{s3.port}", access_key=s3.access_key, secret_key=s3.secret_key, secure=False)
+    assert [item.object_name for item in client.list_objects("backups", "failing/", recursive=True)] == []
 
 
 def test_s3_unreachable_is_a_clear_error(node):

@@ -28,7 +28,7 @@ from appliance.backup.pitr import archive_current_wal
 from appliance.backup.settings import default_location, resolve_key
 from sygmax import __version__
 from sygmax.config import Settings
-from sygmax.storage.base import StorageError, open_store
+from sygmax.storage.base import ObjectNotFound, StorageError, open_store
 
 READ_SIZE = 1024 * 1024
 
@@ -220,9 +220,14 @@ async def _create(settings, location, name, key, reason, base_backup, progress) 
                 continue  # deleted since the listing: it is not part of this backup
             part = writer.part(f"objects/{info.key}", f"objects/{info.key}",
                                pax={"SYGMAX.key": info.key, "SYGMAX.content_type": stat.content_type or ""})
-            async for data in store.get(info.key):
-                part.write(bytes(data))
-                advance("objects", len(data))
+            try:
+                async for data in store.get(info.key):
+                    part.write(bytes(data))
+                    advance("objects", len(data))
+            except ObjectNotFound:
+                if part.size:
+                    raise
+                continue  # deleted between stat and read (nothing of it written): not in this backup
             entry = part.finish(content_type=stat.content_type or "application/octet-stream")
             result.objects += 1
             result.object_bytes += entry["size"]
