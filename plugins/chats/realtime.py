@@ -199,6 +199,7 @@ class ChannelFeed:
         self.channel_id = channel_id
         self.last: int | None = None
         self.conns: dict[Connection, _Sub] = {}
+        self.lock = asyncio.Lock()  # one of live delivery and database filling at a time, for order
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         # A failure is reported to the subscribers waiting on it; with none waiting, it is only logged.
         self.ready.add_done_callback(lambda future: future.cancelled() or future.exception())
@@ -222,8 +223,8 @@ class ChannelFeed:
                         return
                     if self.last is None:
                         self.last = current
-                    elif current > self.last:
-                        await self._fill(current)
+                    else:
+                        await self.catch_up(current)
                     if not self.ready.done():
                         self.ready.set_result(None)
                     async for data in subscription:
@@ -244,21 +245,27 @@ class ChannelFeed:
         head = _decode_head(data)
         text = data.decode()
         if head.type == "message" and head.seq is not None:
-            if head.seq <= self.last:
-                return  # already delivered (filled from the database, or published twice)
-            if head.seq > self.last + 1:
-                await self._fill(head.seq - 1)
+            async with self.lock:
                 if head.seq <= self.last:
-                    return
-            self.last = head.seq
-            self._deliver(text, head.seq, head.type, None)
+                    return  # already delivered (filled from the database, or published twice)
+                if head.seq > self.last + 1:
+                    await self._fill(head.seq - 1)
+                    if head.seq <= self.last:
+                        return
+                self.last = head.seq
+                self._deliver(text, head.seq, head.type, None)
         elif head.type == "member" and head.added is False:
             self._deliver(text, None, head.type, head.user_id)
         else:
             self._deliver(text, None, head.type, None)
 
+    async def catch_up(self, upto: int) -> None:
+        """Deliver what PostgreSQL has up to ``upto`` that pub/sub did not bring (a lost frame)."""
+        async with self.lock:
+            await self._fill(upto)
+
     async def _fill(self, upto: int) -> None:
-        """Deliver last+1..upto from PostgreSQL (committed, since a later seq was seen)."""
+        """Deliver last+1..upto from PostgreSQL (committed, since a later seq was seen); hold the lock."""
         while self.last < upto:
             async with self.hub.kernel.db.pool.acquire() as connection:
                 messages = await load_range(connection, self.channel_id, self.last, upto, CATCHUP_PAGE)
@@ -267,6 +274,8 @@ class ChannelFeed:
                 self.last = upto
                 return
             for message in messages:
+                if message.seq <= self.last:
+                    continue
                 self.last = message.seq
                 self._deliver(encode(message_frame(message)).decode(), message.seq, "message", None)
 
@@ -441,10 +450,31 @@ class Hub:
                 for user_id, status, changed in changes:
                     if changed:
                         await self.chats.announce_presence(user_id, status)
+                await self._reconcile()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - try again next beat
                 log.warning("chats_heartbeat_failed", error=str(exc))
+
+
+    async def _reconcile(self) -> None:
+        """Catch up feeds whose channel has committed more than they delivered.
+
+        A frame published while Redis was away, or lost with a pub/sub connection, is filled in
+        as soon as a later frame of the channel arrives; this closes the case where no later
+        frame comes (the last message before a quiet spell). One query per beat for all feeds.
+        """
+        feeds = {channel_id: feed for channel_id, feed in self.feeds.items()
+                 if feed.ready.done() and not feed.task.done() and feed.last is not None}
+        if not feeds:
+            return
+        async with self.kernel.db.pool.acquire() as connection:
+            rows = await connection.fetch("SELECT id, last_seq FROM chats_channel WHERE id = ANY($1::uuid[])",
+                                          list(feeds))
+        for row in rows:
+            feed = feeds[row["id"]]
+            if row["last_seq"] > feed.last:
+                await feed.catch_up(row["last_seq"])
 
 
 def hub_of(kernel: Kernel) -> Hub:

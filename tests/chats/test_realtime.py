@@ -347,3 +347,29 @@ async def test_large_workspaces_send_only_the_presence_asked_for(api, team, sygm
     assert not any(frame.get("user_id") == str(team.victor.id) for frame in bob.seen)
     await bob.send({"type": "presence_subscribe", "user_ids": ["not-a-uuid"]})
     assert (await bob.next("error"))["code"] == "invalid-frame"
+
+
+async def test_a_message_whose_frame_was_lost_still_arrives(api, team, chat_settings, sygmax_process, clients):
+    from plugins.chats.actions import do_post_message
+    from sygmax.auth.tokens import Actor
+    from sygmax.kernel import Kernel
+    from sygmax.plugins import discover_plugins
+
+    port, _ = sygmax_process("realtime", SYGMAX_CHATS_HEARTBEAT_S="0.5")
+    ch = await channel(api, team.alice, team)
+    bob = await clients(port, team.bob)
+    await bob.subscribe(ch["id"])
+    kernel = Kernel.build(chat_settings(), discover_plugins())
+    await kernel.start()
+    try:
+        # Committed, but never published: as if Redis had been away at that moment.
+        alice = Actor(team.alice.id, "alice@example.org", "Alice", False)
+        await do_post_message(alice, kernel, uuid.UUID(ch["id"]), text="lost frame", thread_root_id=None,
+                              attachment_ids=[], idempotency_key=None)
+    finally:
+        await kernel.stop()
+    # No later message comes to reveal the gap: the process notices by itself.
+    frame = await bob.next("message")
+    assert (frame["seq"], frame["message"]["text"]) == (1, "lost frame")
+    await post(api, team.alice, ch["id"], "next")
+    assert [(await bob.next("message"))["seq"]] == [2]
