@@ -306,6 +306,9 @@ def test_s3_location_round_trip(node, make_app, s3):
     result = create_backup(settings, output=location, key=KEY)
     assert result.location.startswith("s3://") and result.location.endswith(".sygbak")
     archive = f"{location}/{result.name}"
+    named = create_backup(settings, output=f"{location}/named.sygbak", key=KEY)
+    assert named.name == "named.sygbak" and named.location.endswith("/backups/node-a/named.sygbak")
+    verify_archive(f"{location}/named.sygbak", KEY)
     listed = invoke(["backup", "list", "--location", location], node)
     assert listed.exit_code == 0 and result.name[:20] in listed.output, listed.output
     populate(settings, make_app, users=1)

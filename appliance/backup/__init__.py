@@ -8,7 +8,22 @@ PostgreSQL's ``archive_command`` through :mod:`appliance.backup.wal`, which must
 - ``appliance.backup.restore.restore_archive`` restores one, ``--at`` included;
 - ``appliance.backup.retention.prune`` keeps N daily and M weekly archives.
 
-See :mod:`appliance.backup.archive` for the format and why it is built that way.
+Design, and why:
+
+- One file per backup, a tar stream (:mod:`appliance.backup.archive`) written part by part from
+  its sources (the ``pg_dump`` pipe, the object store through ``sygmax.storage``, so local disk
+  and S3 both work) into the destination (a directory or S3, :mod:`appliance.backup.location`):
+  memory stays flat, nothing is spooled to disk, and a failed backup leaves nothing behind.
+- The database as ``pg_dump -Fc``: portable across hosts and PostgreSQL minor versions, and
+  restorable into an already installed node in one transaction. With WAL archiving on, the
+  archive also holds a ``pg_basebackup``: point-in-time recovery needs a physical copy, which
+  a logical dump cannot provide (:mod:`appliance.backup.pitr`).
+- The whole archive is encrypted, not only config and secrets: the database and objects are
+  user data too. Chunked AES-256-GCM with counter and last-chunk flag in the nonce detects a
+  wrong key, a flipped byte, reordering and truncation (:mod:`appliance.backup.crypto`).
+- A manifest with every part's size and sha256, the Sygmax version and each module's applied
+  migrations, so ``verify`` checks everything and a restore refuses an archive from a newer
+  Sygmax before changing anything (:mod:`appliance.backup.verify`, :mod:`appliance.backup.restore`).
 """
 
 from __future__ import annotations

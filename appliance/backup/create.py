@@ -22,7 +22,7 @@ from appliance.backup import ProgressCallback
 from appliance.backup.archive import MANIFEST, METADATA, TarWriter
 from appliance.backup.crypto import EncryptingWriter
 from appliance.backup.errors import BackupError
-from appliance.backup.location import SUFFIX, open_location
+from appliance.backup.location import SUFFIX, open_location, split_archive
 from appliance.backup.pg import libpq_environ, tool
 from appliance.backup.pitr import archive_current_wal
 from appliance.backup.settings import default_location, resolve_key
@@ -148,8 +148,8 @@ def create_backup(
         settings = load_configuration()[0]
     operator_key = resolve_key(settings, key)
     target = str(output) if output else default_location(settings)
-    if target.endswith(SUFFIX) and not target.startswith("s3://"):
-        location, name = open_location(Path(target).parent), Path(target).name
+    if target.endswith(SUFFIX):
+        location, name = split_archive(target)
     else:
         location, name = open_location(target), ""
     return asyncio.run(_create(settings, location, name, operator_key, reason, base_backup, progress))
