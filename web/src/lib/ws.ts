@@ -87,7 +87,16 @@ export class ReconnectingSocket {
   private open(): void {
     if (this.stopped) return;
     this.setState("connecting");
-    const socket = new WebSocket(this.url);
+    let socket: WebSocket;
+    try {
+      socket = new WebSocket(this.url);
+    } catch {
+      // A URL the page may not open (Content-Security-Policy, bad scheme) throws here instead of
+      // firing onclose: move on to the next target rather than staying stuck on "connecting".
+      this.target = (this.target + 1) % this.targets.length;
+      this.schedule();
+      return;
+    }
     this.socket = socket;
     let opened = false;
     socket.onopen = () => {
