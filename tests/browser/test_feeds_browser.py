@@ -69,6 +69,8 @@ async def test_reading_feeds_with_the_keyboard(servers, new_context, tmp_path):
         await page.keyboard.press("r")
         hostile = nav.get_by_role("button", name=re.compile("Hostile"))
         await hostile.click()
+        await expect(articles).to_contain_text("Click me")
+        await expect(articles.get_by_role("button")).to_have_count(2)
         for _ in range(2):
             await page.keyboard.press("j")
         await expect(reader.get_by_role("heading", level=2)).to_have_text(re.compile("Click me|Data URL"))

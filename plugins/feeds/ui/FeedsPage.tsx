@@ -48,21 +48,25 @@ export function FeedsPage(_: PageProps) {
     }
   }, []);
 
+  const generation = useRef(0);
   const loadItems = useCallback(async (more: boolean) => {
+    const mine = ++generation.current;
     setLoading(true);
     try {
       const page = await api<ItemPage>(`${F}/items`, {
         query: { ...scopeQuery(scope), unread: unreadOnly && scope.kind !== "starred" ? "true" : undefined,
                  q: query.trim() || undefined, cursor: more ? cursor : undefined, limit: 50 },
       });
+      // A slower answer to an earlier request (another feed, the old filter) must not win.
+      if (mine !== generation.current) return;
       setItems((list) => (more ? [...list, ...page.items] : page.items));
       setCursor(page.next_cursor);
       setLoadError(null);
       if (!more) setSelected(null);
     } catch (error) {
-      setLoadError(error);
+      if (mine === generation.current) setLoadError(error);
     } finally {
-      setLoading(false);
+      if (mine === generation.current) setLoading(false);
     }
   }, [scope, unreadOnly, query, cursor]);
 
