@@ -33,6 +33,8 @@ class FeedServer:
         self.documents: dict[str, bytes] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.slow_s = 3.0
+        self.in_flight = 0  # requests being answered now, and the most there ever were at once
+        self.most_in_flight = 0
         self.lock = threading.Lock()
         server = self
 
@@ -45,7 +47,13 @@ class FeedServer:
             def do_GET(self):
                 with server.lock:
                     server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                server.handle(self)
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    server.handle(self)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True

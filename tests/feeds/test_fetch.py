@@ -57,6 +57,16 @@ async def test_guard_checks_every_redirect_hop(feed_server):
     assert feed_server.hits("/f/rss2.xml") == 1
 
 
+async def test_per_host_concurrency_limit(feed_server):
+    import asyncio
+
+    feed_server.slow_s = 0.3
+    async with fetcher(per_host=2, timeout_s=5.0) as client:
+        results = await asyncio.gather(*(client.fetch(feed_server.url("/slow")) for _ in range(6)))
+    assert [result.status for result in results] == [200] * 6
+    assert feed_server.most_in_flight == 2  # six wanted to go at once; the host saw two at a time
+
+
 async def test_conditional_get(feed_server):
     async with fetcher() as client:
         first = await client.fetch(feed_server.url("/f/atom.xml"))
