@@ -312,6 +312,9 @@ class PresenceFeed:
         self.workspace_id = workspace_id
         self.conns: set[Connection] = set()
         self.broadcast = False  # decided from the member count when the feed starts
+        # Set once Redis confirmed the subscription: a subscriber told "subscribed" misses no change after.
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.ready.add_done_callback(lambda future: future.cancelled() or future.exception())
         self.task = hub.kernel.spawn(self._run(), f"chats-presence-{workspace_id}")
 
     async def _run(self) -> None:
@@ -323,6 +326,8 @@ class PresenceFeed:
                         "SELECT count(*) FROM sygmax_membership WHERE workspace_id = $1", self.workspace_id)
                 self.broadcast = members <= limit
                 async with self.hub.kernel.fanout.subscribe(presence_topic(self.workspace_id)) as subscription:
+                    if not self.ready.done():
+                        self.ready.set_result(None)
                     async for data in subscription:
                         self._deliver(data)
                 return
@@ -332,6 +337,8 @@ class PresenceFeed:
                 raise
             except Exception as exc:  # noqa: BLE001 - presence is best effort; keep listening
                 log.warning("chats_presence_feed_error", error=str(exc))
+                if not self.ready.done():  # nobody waits for presence longer than for one attempt
+                    self.ready.set_result(None)
                 await asyncio.sleep(0.5)
 
     def _deliver(self, data: bytes) -> None:
@@ -385,6 +392,8 @@ class Hub:
                 feed.conns.discard(connection)
                 if not feed.conns:
                     del self.presence_feeds[workspace_id]
+                    if not feed.ready.done():  # release a subscribe still waiting on it
+                        feed.ready.set_result(None)
                     feed.task.cancel()
         connection.workspaces.clear()
         self.set_interest(connection, ())
@@ -402,7 +411,7 @@ class Hub:
         for user_id in connection.interest:
             self.interest.setdefault(user_id, set()).add(connection)
 
-    def watch_presence(self, connection: Connection, workspace_id: uuid.UUID) -> None:
+    async def watch_presence(self, connection: Connection, workspace_id: uuid.UUID) -> None:
         if workspace_id in connection.workspaces:
             return
         feed = self.presence_feeds.get(workspace_id)
@@ -410,6 +419,7 @@ class Hub:
             feed = self.presence_feeds[workspace_id] = PresenceFeed(self, workspace_id)
         feed.conns.add(connection)
         connection.workspaces.add(workspace_id)
+        await asyncio.shield(feed.ready)
 
     async def recheck(self, connection: Connection, channel_id: uuid.UUID) -> None:
         try:
@@ -630,7 +640,7 @@ async def _subscribe(connection: Connection, frame: Subscribe) -> None:
     sub = _Sub(snapshot if frame.after_seq is None else min(frame.after_seq, snapshot))
     feed.conns[connection] = sub  # from here on live frames are buffered in sub.pending
     connection.subs[channel_id] = sub
-    hub.watch_presence(connection, found.workspace_id)
+    await hub.watch_presence(connection, found.workspace_id)
     connection.send_now(encode({"type": "subscribed", "channel_id": channel_id, "last_seq": snapshot,
                                 "after_seq": frame.after_seq, "ref": frame.ref}).decode())
     if frame.after_seq is not None and sub.cursor < snapshot:
