@@ -178,6 +178,19 @@ async def item(item_id: FromPath[uuid.UUID], actor: CurrentActor, kernel: Kernel
     return await actions.get_item(actor, kernel, item_id)
 
 
+@get("/items/{item_id:uuid}/images/{index:int}", tags=TAGS, summary="An image of an item, fetched through the "
+     "server (same origin, no referrer, SSRF-guarded); REST items point their images here", security=SECURITY,
+     media_type="image/*", responses=_responses(403))
+async def item_image(item_id: FromPath[uuid.UUID], index: FromPath[int], actor: CurrentActor,
+                     kernel: KernelDep) -> Response[bytes]:
+    body, content_type = await actions.fetch_item_image(actor, kernel, item_id, index)
+    return Response(body, media_type=content_type, headers={
+        "Cache-Control": "private, max-age=86400",
+        # The gateway adds nosniff and its page policy; an image needs nothing at all.
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    })
+
+
 @patch("/items/{item_id:uuid}", tags=TAGS, summary="Mark read/unread, star/unstar, tag", security=SECURITY,
        responses=_responses(403))
 async def update_item(item_id: FromPath[uuid.UUID], data: JSONBody[ItemPatch], actor: CurrentActor,
@@ -287,7 +300,7 @@ async def set_preferences(data: JSONBody[PreferencesIn], actor: CurrentActor, ke
                                             clear_api_password=data.clear_api_password, source=source_of(request))
 
 
-HANDLERS = [subscribe, subscriptions, subscription, update_subscription, unsubscribe, refresh, items, item,
+HANDLERS = [subscribe, subscriptions, subscription, update_subscription, unsubscribe, refresh, items, item, item_image,
             update_item, mark_read, folders, create_folder, rename_folder, delete_folder, rules, create_rule,
             delete_rule, import_opml, export_opml, preferences, set_preferences]
 

@@ -25,6 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "feeds"
 LAST_MODIFIED = "Wed, 05 Jun 2024 18:30:02 GMT"
+# A 1x1 transparent PNG.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082")
 TYPES = {".xml": "application/xml", ".json": "application/feed+json", ".html": "text/html; charset=utf-8"}
 
 
@@ -95,6 +98,14 @@ class FeedServer:
             code = int(path.split("/")[2])
             target = parse_qs(parts.query)["to"][0]
             return self.send(request, code, b"", "text/plain", {"Location": target})
+        if path.startswith("/img/"):
+            kind = path.rsplit(".", 1)[-1]
+            if kind == "png":
+                return self.send(request, 200, PNG, "image/png")
+            if kind == "svg":
+                return self.send(request, 200, b"<svg xmlns='http://www.w3.org/2000/svg'><script>1</script></svg>",
+                                 "image/svg+xml")
+            return self.send(request, 200, b"<html>not an image</html>", "text/html")
         if path == "/slow":
             time.sleep(self.slow_s)
             return self.document(request, (FIXTURES / "rss2.xml").read_bytes(), "application/xml")

@@ -405,3 +405,44 @@ async def test_preferences(api, example_user):
     await api.problem(alice, "PUT", F + "/preferences", 400, None, {"api_password": "short"})
     cleared = await api.ok(alice, "PUT", F + "/preferences", {"clear_api_password": True})
     assert cleared["digest"] == "weekly" and not cleared["api_password_set"]
+
+
+async def test_images_are_served_through_the_proxy(api, example_user, feed_server, db):
+    alice, mallory = await example_user("alice"), await example_user("mallory")
+    feed_server.documents["pics"] = rss([("p", "Pictures")]).replace(
+        b"<description>Body of Pictures</description>",
+        b"<description><![CDATA[<p>a</p><img src='/img/one.png'><img src='/img/two.svg'><img src='/img/three.html'>"
+        b"<img src='http://127.0.0.1:1/img/closed.png'>]]></description>")
+    sub = await subscribe(api, alice, feed_server.url("/dyn/pics"))
+    item = (await items_of(api, alice, subscription=sub["id"]))[0]
+    proxied = [f"/api/v1/feeds/items/{item['id']}/images/{n}" for n in range(4)]
+    for path in proxied:
+        assert f'src="{path}"' in item["content_html"]
+    assert "127.0.0.1" not in item["content_html"]  # the reader's page never names the picture's host
+    image = await api.call(alice, "GET", proxied[0])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG") and "nosniff" in image.headers["x-content-type-options"]
+    assert "sandbox" in image.headers["content-security-policy"]
+    assert feed_server.requests[-1][1].get("referer") is None
+    await api.problem(alice, "GET", proxied[1], 404, "image-unavailable")  # SVG can carry script: refused
+    await api.problem(alice, "GET", proxied[2], 404, "image-unavailable")  # not an image
+    await api.problem(alice, "GET", proxied[3], 404, "image-unavailable")  # the source is down
+    await api.problem(alice, "GET", f"/api/v1/feeds/items/{item['id']}/images/4", 404, "not-found")
+    await api.problem(mallory, "GET", proxied[0], 404, "not-found")
+    # The stored HTML keeps the original sources (for Google Reader clients and digests).
+    stored = await db.fetchval("SELECT content_html FROM feeds_item WHERE id = $1", uuid.UUID(item["id"]))
+    assert feed_server.url("/img/one.png") in stored
+
+
+async def test_image_proxy_keeps_the_ssrf_guard(feeds_api, example_user, feed_server, db):
+    alice = await example_user("alice")
+    async with feeds_api() as open_api:
+        feed_server.documents["pics"] = rss([("p", "P")]).replace(
+            b"<description>Body of P</description>",
+            b"<description><![CDATA[<img src='http://169.254.169.254/latest/meta-data/x.png'>]]></description>")
+        await subscribe(open_api, alice, feed_server.url("/dyn/pics", host="localhost"))
+        item = (await items_of(open_api, alice))[0]
+    async with feeds_api(SYGMAX_FEEDS_ALLOW_PRIVATE_ADDRESSES="false") as guarded:
+        body = await guarded.problem(alice, "GET", f"/api/v1/feeds/items/{item['id']}/images/0", 404,
+                                     "image-unavailable")
+        assert "not allowed" in body["detail"]
