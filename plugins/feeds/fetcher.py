@@ -66,15 +66,15 @@ def check_url(url: str) -> str:
     """Refuse anything but an absolute http(s) URL with a host (file://, gopher://, ...)."""
     if _UNSAFE.search(url):
         raise BlockedAddress("the URL contains spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range, ...
+        raise BlockedAddress(f"the URL is malformed: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise BlockedAddress(f"only http and https URLs can be fetched, not {parts.scheme or 'a relative URL'}:")
-    if not parts.hostname:
+    if not hostname:
         raise BlockedAddress("the URL has no host")
-    try:
-        parts.port
-    except ValueError:
-        raise BlockedAddress("the URL has an invalid port") from None
     return url
 
 
@@ -221,6 +221,8 @@ class Fetcher:
             raise FetchError(f"not a valid URL: {exc}"[:300]) from None
         except (httpcore.ConnectError, OSError) as exc:
             raise FetchError(f"cannot connect: {exc}"[:300]) from None
+        except ValueError as exc:  # a redirect to a malformed URL (urljoin refuses it)
+            raise FetchError(f"malformed redirect: {exc}"[:300]) from None
 
     async def _fetch(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         permanent = True

@@ -154,10 +154,13 @@ def _absolute(url: str | None, base: str | None) -> str | None:
     if not url or not isinstance(url, str):
         return None
     url = url.strip()
-    if url.startswith(("https://", "http://")) and " " not in url and url.isprintable():
+    if url.startswith(("https://", "http://")) and " " not in url and "[" not in url and url.isprintable():
         return url  # already absolute (the common case): urljoin costs more than the parse
-    joined = urljoin(base, url) if base else url
-    return joined if urlsplit(joined).scheme in ("http", "https") else None
+    try:
+        joined = urljoin(base, url) if base else url
+        return joined if urlsplit(joined).scheme in ("http", "https") else None
+    except ValueError:  # e.g. an unbalanced "[" in the host: not a usable link
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def test_public_addresses_are_not(address):
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://x.example/", "ftp://x.example/feed",
-                                 "javascript:alert(1)", "/relative/feed", "http://", "http://host:99999/"])
+                                 "javascript:alert(1)", "/relative/feed", "http://", "http://host:99999/",
+                                 "https://L[A/feed", "http://[::1/"])
 def test_only_http_urls_are_fetched(url):
     with pytest.raises(BlockedAddress):
         check_url(url)
@@ -95,6 +96,7 @@ async def test_redirects_report_permanent_moves_only(feed_server):
     ("/huge-declared", "more than"),
     ("/status/500", "HTTP 500"),
     ("/status/404", "HTTP 404"),
+    ("/redirect/302?to=http://%5Bbroken/feed", "malformed"),
     ("/redirect/302?to=/redirect/302%3Fto%3D/redirect/302%3Fto%3D/redirect/302%3Fto%3D/redirect/302%3Fto%3D"
      "/redirect/302%3Fto%3D/f/rss2.xml", "redirects"),
 ])

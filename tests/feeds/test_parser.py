@@ -135,6 +135,13 @@ def test_discovery_finds_alternate_links_in_order():
     assert discover_feed_links(load("nofeed.html"), "https://x.example/") == []
 
 
+def test_malformed_links_are_no_links():
+    raw = (b"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title><link>http://[bad/</link>"
+           b"<item><title>A</title><link>https://x[y/a</link><guid>g1</guid></item></channel></rss>")
+    feed = parse_feed(raw, BASE)
+    assert feed.site_url is None and feed.items[0].url is None and feed.items[0].guid == "g1"
+
+
 def test_far_future_dates_are_ignored_and_duplicates_keep_one_key():
     raw = (b"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>"
            b"<item><title>Future</title><link>https://x.example/a</link><pubDate>Mon, 01 Jan 2120 00:00:00 GMT"
