@@ -11,6 +11,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 import msgspec
 import structlog
 from litestar import Request, Response
@@ -136,6 +137,13 @@ def _http_handler(request: Request, exc: HTTPException) -> Response:
                             headers=exc.headers)
 
 
+def _text_encoding_handler(request: Request, exc: Exception) -> Response:
+    # PostgreSQL text cannot hold NUL (U+0000); a body that carries one is the caller's mistake,
+    # not a server error. The transaction rolled back with the exception, so nothing changed.
+    return problem_response(400, "validation-error", "Text values may not contain NUL (\\u0000) characters",
+                            request)
+
+
 def _unexpected_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled_exception", path=request.url.path, method=request.method)
     return problem_response(500, "internal-error",
@@ -147,5 +155,7 @@ EXCEPTION_HANDLERS = {
     Problem: _problem_handler,
     ValidationException: _validation_handler,
     HTTPException: _http_handler,
+    CharacterNotInRepertoireError: _text_encoding_handler,
+    UntranslatableCharacterError: _text_encoding_handler,
     Exception: _unexpected_handler,
 }

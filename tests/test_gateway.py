@@ -448,6 +448,7 @@ async def test_flag_admin_api_refuses_non_admins_and_bad_input(flag_api, example
     bad_bodies = [{"enabled": "yes"}, {"enabled": True, "percentage": 101}, {"enabled": True, "percentage": -1},
                   {"enabled": True, "evil": 1}, {"percentage": 5}, {"enabled": True, "users": ["not-a-uuid"]},
                   {"enabled": True, "description": "x" * 501}, {"enabled": True, "users": [str(alice.id)] * 1001},
+                  {"enabled": True, "description": "nul \u0000 inside"},  # PostgreSQL text cannot hold NUL
                   [1, 2], "text"]
     for body in bad_bodies:
         response = await flag_api.put("/api/v1/flags/beta", headers=root.headers, json=body)
