@@ -18,14 +18,22 @@ after_seq+1..S from PostgreSQL, then replays the buffered frames above what it s
 goes live, with no await between the replay and going live. Nothing is missed between the
 database read and the live stream, and nothing is sent twice.
 
-Slow clients. Each connection has one writer task draining a bounded deque; a connection
-whose queue is full is closed with code 4008 and its queue dropped, so memory per connection
-stays bounded whatever the client does.
+Writing. A fanned-out frame is written to every idle connection from the feed's own task,
+by stepping the ASGI send by hand (:meth:`Connection.offer`): when the socket takes the frame
+without waiting (the usual case) no task is woken per connection and frame. Only a send that
+has to wait (the socket's buffer is full) is finished by a writer task of that connection,
+which also drains the frames queued behind it and then ends, so one slow socket holds up no
+other and an idle connection costs no task.
+
+Slow clients. A connection's backlog is a bounded deque; a connection whose backlog is full
+is closed with code 4008 and its backlog dropped, so memory per connection stays bounded
+whatever the client does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import uuid
 from collections import deque
@@ -54,6 +62,7 @@ MAX_FRAME_CHARS = 65_536
 AUTH_TIMEOUT_S = 10.0
 CATCHUP_PAGE = 200
 TYPING_INTERVAL_S = 1.0
+CLOSE_WAIT_S = 1.0
 
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 SeqNo = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
@@ -124,38 +133,115 @@ class _Sub:
 
     def __init__(self, cursor: int) -> None:
         self.cursor = cursor
-        self.pending: list[tuple[int | None, str]] | None = []
+        self.pending: list[tuple[int | None, dict]] | None = []
+
+
+def _frame(text: str) -> dict:
+    """The ASGI event of a text frame; made once per fanned-out frame and shared by every recipient."""
+    return {"type": "websocket.send", "text": text, "bytes": None}
+
+
+class _Rest:
+    """Awaiting this finishes an awaitable whose first step was taken by hand and suspended on ``waiting``."""
+
+    __slots__ = ("steps", "waiting")
+
+    def __init__(self, steps, waiting) -> None:
+        self.steps = steps
+        self.waiting = waiting
+
+    def __await__(self):
+        steps, waiting = self.steps, self.waiting
+        while True:
+            try:
+                value = yield waiting
+            except BaseException as exc:  # noqa: BLE001 - cancellation and the like go to the send itself
+                try:
+                    waiting = steps.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = steps.send(value)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class Connection:
     def __init__(self, socket: WebSocket, actor: Actor, hub: Hub, queue_size: int) -> None:
         self.id = os.urandom(8).hex()
         self.socket = socket
+        # The server's send (sygmax.observability keeps it in the scope): frames skip Litestar's
+        # two send wrappers, which only check connection states that the server checks too.
+        self.send = socket.scope.get("sygmax.asgi_send") or socket.send
+        # A Python coroutine (uvicorn) can be stepped by hand in offer(); a server's native
+        # awaitable (granian) is only awaited, by a writer task, as it expects.
+        self.stepped = inspect.iscoroutinefunction(self.send)
         self.actor = actor
         self.hub = hub
-        self.queue: deque[str] = deque()
+        self.queue: deque[dict] = deque()  # the backlog behind a send that had to wait
         self.queue_size = queue_size
-        self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.closed = False
+        self.kicked = False  # closed as too slow: the reader is cancelled if the close frame cannot go out
+        self.reader: asyncio.Task | None = None
         self.status = "online"
         self.subs: dict[uuid.UUID, _Sub] = {}
         self.workspaces: set[uuid.UUID] = set()
         self.typed: dict[uuid.UUID, float] = {}
         self.interest: set[uuid.UUID] = set()
-        self.writer: asyncio.Task | None = None
+        self.writer: asyncio.Task | None = None  # only while a backlog drains
 
-    def offer(self, text: str) -> None:
+    def offer(self, event: dict) -> None:
+        """Write ``event`` now if the socket takes it without waiting, else queue it behind the backlog."""
         if self.closed:
             return
-        if len(self.queue) >= self.queue_size:
-            self.closed = True
-            self.queue.clear()
-            log.info("chats_slow_client_closed", user_id=str(self.actor.user_id), connection=self.id)
-            self.hub.kernel.spawn(self._close(CLOSE_TOO_SLOW, "too slow: send queue full"), "chats-close-slow")
+        if self.writer is not None or not self.stepped:
+            if len(self.queue) >= self.queue_size:
+                self._too_slow()
+                return
+            self.queue.append(event)
+            if self.writer is None:
+                self.writer = self.hub.kernel.spawn(self._drain(None), f"chats-writer-{self.id}")
             return
-        self.queue.append(text)
-        self.wake.set()
+        # One step of the send by hand: a socket that accepts the frame at once finishes it here,
+        # with no task or wake-up per connection and frame.
+        steps = self.send(event).__await__()
+        try:
+            waiting = steps.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - the peer went away; the reader notices too
+            self._lost(exc)
+            return
+        self.writer = self.hub.kernel.spawn(self._drain(_Rest(steps, waiting)), f"chats-writer-{self.id}")
+
+    async def _drain(self, rest: _Rest | None) -> None:
+        """Finish the send that had to wait, then the frames queued behind it, in order; then end."""
+        try:
+            if rest is not None:
+                await rest
+            queue, send = self.queue, self.send
+            while queue and not self.closed:
+                await send(queue.popleft())
+        except Exception as exc:  # noqa: BLE001 - the peer went away mid-send; the reader notices too
+            self._lost(exc)
+        finally:
+            self.writer = None  # no await since the queue was seen empty: the next offer writes directly
+            self.room.set()
+
+    def _lost(self, exc: Exception) -> None:
+        log.debug("chats_send_failed", connection=self.id, error=str(exc))
+        self.closed = True
+        self.queue.clear()
+        self.room.set()
+
+    def _too_slow(self) -> None:
+        self.closed = True
+        self.kicked = True
+        self.queue.clear()
+        log.info("chats_slow_client_closed", user_id=str(self.actor.user_id), connection=self.id)
+        self.hub.kernel.spawn(self._close(CLOSE_TOO_SLOW, "too slow: send queue full"), "chats-close-slow")
 
     async def wait_room(self, frames: int) -> None:
         """Wait until ``frames`` more fit in the queue (catch-up paces itself to the client)."""
@@ -163,32 +249,29 @@ class Connection:
             self.room.clear()
             await self.room.wait()
 
-    async def write_loop(self) -> None:
-        send = self.socket.send
-        try:
-            while not self.closed:
-                await self.wake.wait()
-                self.wake.clear()
-                queue = self.queue
-                while queue and not self.closed:
-                    await send({"type": "websocket.send", "text": queue.popleft(), "bytes": None})
-                self.room.set()
-        except Exception as exc:  # noqa: BLE001 - the peer went away mid-send; the reader notices too
-            log.debug("chats_send_failed", connection=self.id, error=str(exc))
-            self.closed = True
-            self.room.set()
-
     async def _close(self, code: int, reason: str) -> None:
         self.room.set()
         self.hub.detach(self)
+        close = self.socket.close(code=code, reason=reason)
         try:
-            await self.socket.close(code=code, reason=reason)
+            if self.stepped:
+                # uvicorn: the close frame queues behind what the socket still holds, and a client
+                # that reads nothing never lets it out; after a while the reader is stopped, the
+                # handler returns and the server drops the socket.
+                await asyncio.wait_for(close, CLOSE_WAIT_S)
+            else:
+                # granian ends a backed-up connection by itself; cancelling its close stalled the
+                # other connections' sends (tests/chats/test_realtime.py, slow client).
+                await close
+        except TimeoutError:
+            if self.reader is not None:
+                self.reader.cancel()
         except Exception as exc:  # noqa: BLE001 - already closed by the peer
             log.debug("chats_close_failed", connection=self.id, error=str(exc))
 
     def send_now(self, text: str) -> None:
-        """Queue a direct answer (subscribed, error, pong) in order with the channel frames."""
-        self.offer(text)
+        """Send a direct answer (subscribed, error, pong) in order with the channel frames."""
+        self.offer(_frame(text))
 
 
 class ChannelFeed:
@@ -216,7 +299,8 @@ class ChannelFeed:
                         current = await connection.fetchval(
                             "SELECT last_seq FROM chats_channel WHERE id = $1", self.channel_id)
                     if current is None:  # the channel was deleted meanwhile
-                        self._deliver(encode({"type": "channel_deleted", "channel_id": self.channel_id}).decode(),
+                        self._deliver(_frame(encode({"type": "channel_deleted",
+                                                     "channel_id": self.channel_id}).decode()),
                                       None, "channel_deleted", None)
                         if not self.ready.done():
                             self.ready.set_exception(Problem(404, "not-found", "No such channel"))
@@ -243,7 +327,7 @@ class ChannelFeed:
 
     async def _handle(self, data: bytes) -> None:
         head = _decode_head(data)
-        text = data.decode()
+        event = _frame(data.decode())
         if head.type == "message" and head.seq is not None:
             async with self.lock:
                 if head.seq <= self.last:
@@ -253,11 +337,11 @@ class ChannelFeed:
                     if head.seq <= self.last:
                         return
                 self.last = head.seq
-                self._deliver(text, head.seq, head.type, None)
+                self._deliver(event, head.seq, head.type, None)
         elif head.type == "member" and head.added is False:
-            self._deliver(text, None, head.type, head.user_id)
+            self._deliver(event, None, head.type, head.user_id)
         else:
-            self._deliver(text, None, head.type, None)
+            self._deliver(event, None, head.type, None)
 
     async def catch_up(self, upto: int) -> None:
         """Deliver what PostgreSQL has up to ``upto`` that pub/sub did not bring (a lost frame)."""
@@ -277,16 +361,16 @@ class ChannelFeed:
                 if message.seq <= self.last:
                     continue
                 self.last = message.seq
-                self._deliver(encode(message_frame(message)).decode(), message.seq, "message", None)
+                self._deliver(_frame(encode(message_frame(message)).decode()), message.seq, "message", None)
 
-    def _deliver(self, text: str, seq: int | None, kind: str, user_id: uuid.UUID | None) -> None:
+    def _deliver(self, event: dict, seq: int | None, kind: str, user_id: uuid.UUID | None) -> None:
         for connection, sub in tuple(self.conns.items()):
             if sub.pending is not None:
-                sub.pending.append((seq, text))
+                sub.pending.append((seq, event))
             elif seq is None or seq > sub.cursor:
                 if seq is not None:
                     sub.cursor = seq
-                connection.offer(text)
+                connection.offer(event)
         if kind == "channel_deleted":
             for connection in tuple(self.conns):
                 self.hub.drop_sub(connection, self.channel_id)
@@ -342,15 +426,15 @@ class PresenceFeed:
                 await asyncio.sleep(0.5)
 
     def _deliver(self, data: bytes) -> None:
-        text = data.decode()
+        event = _frame(data.decode())
         if self.broadcast:
             for connection in tuple(self.conns):
-                connection.offer(text)
+                connection.offer(event)
             return
         user_id = _decode_head(data).user_id
         for connection in tuple(self.hub.interest.get(user_id, ())):
             if connection in self.conns:
-                connection.offer(text)
+                connection.offer(event)
 
 
 class Hub:
@@ -530,7 +614,7 @@ async def chats_socket(socket: WebSocket, kernel: KernelDep) -> None:
     hub = hub_of(kernel)
     connection = Connection(socket, actor, hub, hub.chats.settings.send_queue_frames)
     hub.connections.add(connection)
-    connection.writer = kernel.spawn(connection.write_loop(), f"chats-writer-{connection.id}")
+    connection.reader = asyncio.current_task()
     await hub.set_presence(connection, "online")
     connection.send_now(encode({"type": "hello", "user_id": actor.user_id, "connection_id": connection.id}).decode())
     try:
@@ -551,11 +635,16 @@ async def chats_socket(socket: WebSocket, kernel: KernelDep) -> None:
                 connection.send_now(_error("malformed-frame", f"Frames must be JSON objects: {exc}"))
                 continue
             await _dispatch(connection, frame)
+    except asyncio.CancelledError:
+        # Stopped by _close (too slow, and the close frame could not go out): end like a close,
+        # unless the server cancelled this task too.
+        if not connection.kicked or asyncio.current_task().uncancel() > 0:
+            raise
     except Exception as exc:  # noqa: BLE001 - a vanished peer ends the connection like a close
         log.debug("chats_socket_ended", connection=connection.id, error=str(exc))
     finally:
         connection.closed = True
-        connection.wake.set()
+        connection.room.set()
         hub.detach(connection)
         if connection.writer is not None:
             connection.writer.cancel()
@@ -659,16 +748,16 @@ async def _subscribe(connection: Connection, frame: Subscribe) -> None:
             if not messages:
                 break
             for message in messages:
-                connection.offer(encode(message_frame(message)).decode())
+                connection.offer(_frame(encode(message_frame(message)).decode()))
                 sub.cursor = message.seq
         sub.cursor = snapshot
     # Replay what arrived live meanwhile, above what was sent, and go live: no await in between.
     pending, sub.pending = sub.pending or [], None
-    for seq, text in pending:
+    for seq, event in pending:
         if seq is None or seq > sub.cursor:
             if seq is not None:
                 sub.cursor = seq
-            connection.offer(text)
+            connection.offer(event)
 
 
 async def stop_hub(kernel: Kernel) -> None:
