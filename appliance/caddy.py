@@ -9,10 +9,17 @@ localhost/IP/private names and from ACME (Let's Encrypt) for a real domain, then
 - everything else -> the api processes.
 
 Both proxies balance over every process of their profile, probe each one's ``/healthz``
-actively, and retry a request on another process for up to 5 s when one cannot be reached,
-so a process that dies or restarts costs no request. Applying the document is idempotent
-(nothing is sent when Caddy already runs it) and graceful (Caddy swaps configs without
-closing listeners), which is what makes ``sygmax scale`` drop no request.
+actively every 500 ms with the ``Sygmax-Upstream-Check`` header (to which a draining process
+answers 503: see ``sygmax.app.healthz``), and retry a request on another process for up to 5 s
+when one cannot be reached, so a process that dies or restarts costs no request. Applying the
+document is idempotent (nothing is sent when Caddy already runs it) and graceful (Caddy swaps
+configs without closing listeners), which is what makes ``sygmax scale`` drop no request.
+
+A rolling restart (``sygmax upgrade``, ``--rollback``) never changes the document: the
+upstream list always names every process of the profile, and a process leaves and rejoins
+the rotation through its health answer alone (:func:`appliance.node.converge_programs`).
+That matters because every configuration change makes Caddy close its idle keep-alive client
+connections, and a request a client writes on one at that instant gets no answer.
 
 caddy-api-client's helpers proxy one domain to one target; we need several upstreams with
 health checks, so :class:`CaddyAdmin` adds raw config calls on top of its transport. It uses
@@ -33,6 +40,13 @@ from profiles import PROFILES
 
 SERVER = "sygmax"
 STATIC_CACHE = "public, max-age=604800"
+# The active check (see sygmax.app.healthz). A process's change of answer is seen by Caddy
+# within one interval plus one timeout (a check slower than the timeout counts as failed).
+UPSTREAM_CHECK_HEADER = "Sygmax-Upstream-Check"
+CHECK_INTERVAL_S = 0.5
+CHECK_TIMEOUT_S = 2.0
+# Passive checks: a request that cannot reach a process keeps it out of rotation this long.
+FAIL_DURATION_S = 5.0
 
 
 class CaddyError(RuntimeError):
@@ -54,6 +68,16 @@ class CaddyAdmin(CaddyAPIClient):
         except Exception as exc:
             raise CaddyError(f"Caddy refused the configuration: {exc}") from exc
 
+    def upstreams(self) -> dict[str, dict]:
+        """Caddy's live view of each upstream address (``127.0.0.1:8000``): ``num_requests`` (in
+        flight now) and ``fails`` (passive failures not yet expired). Caddy 2.6 does not report
+        the active checks' verdict here."""
+        try:
+            rows = self._make_request("GET", "/reverse_proxy/upstreams").json()
+        except Exception as exc:
+            raise CaddyError(f"cannot read Caddy's upstreams at {self.base_url}: {exc}") from exc
+        return {row["address"]: row for row in rows or ()}
+
     def reachable(self) -> bool:
         try:
             self.config()
@@ -62,14 +86,8 @@ class CaddyAdmin(CaddyAPIClient):
             return False
 
 
-def _proxy(
-    state: ApplianceState, profile_name: str, handler_id: str, without: frozenset[int] = frozenset()
-) -> dict | None:
-    upstreams = [
-        {"dial": f"127.0.0.1:{port}"}
-        for _, port in state.profile_processes(PROFILES[profile_name])
-        if port not in without
-    ]
+def _proxy(state: ApplianceState, profile_name: str, handler_id: str) -> dict | None:
+    upstreams = [{"dial": f"127.0.0.1:{port}"} for _, port in state.profile_processes(PROFILES[profile_name])]
     if not upstreams:
         return None
     return {
@@ -82,17 +100,23 @@ def _proxy(
             "try_interval": "100ms",
         },
         "health_checks": {
-            "active": {"uri": "/healthz", "interval": "2s", "timeout": "2s", "expect_status": 200},
-            "passive": {"fail_duration": "5s", "max_fails": 1},
+            "active": {
+                "uri": "/healthz",
+                "headers": {UPSTREAM_CHECK_HEADER: ["1"]},
+                "interval": f"{int(CHECK_INTERVAL_S * 1000)}ms",
+                "timeout": f"{int(CHECK_TIMEOUT_S * 1000)}ms",
+                "expect_status": 200,
+            },
+            "passive": {"fail_duration": f"{int(FAIL_DURATION_S)}s", "max_fails": 1},
         },
     }
 
 
-def desired_config(state: ApplianceState, without: frozenset[int] = frozenset()) -> dict:
-    """The node's Caddy document; ``without``: ports left out of the upstreams (a process draining)."""
+def desired_config(state: ApplianceState) -> dict:
+    """The node's Caddy document."""
     layout = state.layout
     routes: list[dict] = []
-    realtime = _proxy(state, "realtime", "sygmax-realtime", without)
+    realtime = _proxy(state, "realtime", "sygmax-realtime")
     if realtime is not None:
         routes.append({"match": [{"path": ["/ws/*"]}], "handle": [realtime], "terminal": True})
     routes.append(
@@ -105,7 +129,7 @@ def desired_config(state: ApplianceState, without: frozenset[int] = frozenset())
             "terminal": True,
         }
     )
-    api = _proxy(state, "api", "sygmax-api", without)
+    api = _proxy(state, "api", "sygmax-api")
     routes.append(
         {
             "handle": [
@@ -138,10 +162,10 @@ def desired_config(state: ApplianceState, without: frozenset[int] = frozenset())
     }
 
 
-def apply(state: ApplianceState, without: frozenset[int] = frozenset()) -> bool:
-    """Make Caddy run the node's configuration (less the ``without`` ports); True if anything changed."""
+def apply(state: ApplianceState) -> bool:
+    """Make Caddy run the node's configuration; True if anything changed."""
     admin = CaddyAdmin(state.caddy_admin_url)
-    wanted = desired_config(state, without)
+    wanted = desired_config(state)
     if _normalise(admin.config()) == _normalise(wanted):
         return False
     admin.load(wanted)

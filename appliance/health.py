@@ -39,6 +39,21 @@ def process_health(port: int, timeout: float = 2.0) -> Probe:
     return Probe(False, "not answering" if status == 0 else f"/healthz answered {status}")
 
 
+def upstream_check(port: int, header: str, timeout: float = 2.0) -> int:
+    """The status a process gives the proxy's active check (``header`` set): 200 in rotation, 503
+    draining; 0 if it does not answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={header: "1"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return exc.code
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
 def readiness(port: int, timeout: float = 5.0) -> Probe:
     status, body = http_get(port, "/readyz", timeout)
     if status == 200:

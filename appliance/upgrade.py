@@ -31,9 +31,10 @@ Stage 2 (:func:`finish`), in the new release:
    working on the new schema while the restart rolls, and after a rollback.
 7. The switch (:func:`switch`): the supervisor programs are rewritten to run the new venv and
    :func:`appliance.node.converge_programs` (the code ``sygmax scale`` uses) re-creates them one
-   at a time: out of Caddy, drained, replaced, healthy, back into Caddy. If a process of the new
-   release does not become healthy, the same steps run back to the previous venv: the old
-   release serves again and the (expanded) data is untouched.
+   at a time: drained out of Caddy's rotation (its health answer, never a Caddy configuration
+   change, which would close clients' idle connections), replaced, healthy, back in rotation.
+   If a process of the new release does not become healthy, the same steps run back to the
+   previous venv: the old release serves again and the (expanded) data is untouched.
 """
 
 from __future__ import annotations

@@ -9,13 +9,15 @@ event consumers, scheduler runs scheduled jobs. Every profile answers ``/healthz
 from __future__ import annotations
 
 import os
+import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Sequence
 
-from litestar import Litestar, Router, get
+from litestar import Litestar, Request, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Response
@@ -52,9 +54,38 @@ def load_configuration(installed: dict[str, Plugin] | None = None) -> tuple[Sett
     return settings, {plugin.name: plugin for plugin in ordered}
 
 
-@get("/healthz", tags=["health"], summary="Liveness: the process is up", cache=False)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+DRAIN_DIR = "drain"
+
+
+def draining(marker: Path, started: float) -> bool:
+    """True while ``marker`` exists and was made after this process started.
+
+    The node (``appliance/node.py``) creates ``drain/<port>`` beside the configuration file to
+    take one process out of Caddy's rotation before restarting it. A marker older than the
+    process was meant for the process it replaced (a restart the node did not see through),
+    so it is ignored rather than keeping a fresh process out of rotation forever.
+    """
+    try:
+        return marker.stat().st_mtime >= started
+    except OSError:
+        return False
+
+
+UPSTREAM_CHECK_HEADER = "sygmax-upstream-check"
+
+
+@get("/healthz", tags=["health"], summary="Liveness: the process is up", cache=False,
+     responses={503: ResponseSpec(None, description="only to the proxy's check: the process is draining")})
+async def healthz(request: Request) -> Response[dict]:
+    """The proxy's active check sends the ``Sygmax-Upstream-Check`` header: to it a draining
+    process answers 503, so the proxy stops choosing it while it still serves what it has.
+    Without the header (supervisors, probes, clients) this is plain liveness."""
+    if UPSTREAM_CHECK_HEADER in request.headers:
+        drain_dir, started = request.app.state.drain
+        port = (request.scope.get("server") or (None, None))[1]
+        if drain_dir is not None and port is not None and draining(drain_dir / str(port), started):
+            return problem_response(503, "draining", "draining: finishing its requests before a restart")
+    return Response({"status": "ok"})
 
 
 @get("/readyz", tags=["health"], summary="Readiness: database, Redis and storage reachable", cache=False)
@@ -144,7 +175,8 @@ def create_app(
         signature_namespace={"Kernel": Kernel, "Actor": Actor},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        state=State({"kernel": kernel, "profiles": [profile.name for profile in profiles]}),
+        state=State({"kernel": kernel, "profiles": [profile.name for profile in profiles],
+                     "drain": (_drain_dir(settings), time.time())}),
         request_max_body_size=settings.server.max_request_body,
         openapi_config=OpenAPIConfig(
             title="Sygmax API",
@@ -169,6 +201,12 @@ def create_app(
                                                trusted_proxies=frozenset(settings.server.trusted_proxies))
     add_problem_responses(app)
     return app
+
+
+def _drain_dir(settings: Settings) -> Path | None:
+    """``drain/`` beside the configuration file this process loaded (None without one)."""
+    source = Path(settings.source)
+    return source.parent / DRAIN_DIR if source.is_file() else None
 
 
 def _exit_with_server() -> None:

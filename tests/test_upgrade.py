@@ -7,13 +7,13 @@ hard-link clone that makes a release venv cheap.
 
 The second part installs a real node (root, no systemd, an isolated prefix on free ports, as in
 tests/test_appliance_install.py), builds releases from this checkout with bench/upgrade.py's
-harness and upgrades while clients send requests through Caddy without pause (HTTP/1.1; a GET
-whose connection Caddy closed before any answer is retried once, as RFC 9112 allows and browsers
-do, a POST never: see bench.upgrade.Traffic; bench/upgrade.py also counts clients that never
-retry): a good release
-(new version serving, its migration applied, zero failed requests), a release whose processes
-cannot start (automatic rollback, the old version serving, data intact), a release with a
-contract step the running version still needs (refused, nothing changed), and a rollback by hand.
+harness and upgrades while clients send requests through Caddy without pause (HTTP/1.1 with
+keep-alive, never retrying any request: see bench.upgrade.Traffic): a good release (new version
+serving, its migration applied, zero failed requests, Caddy's configuration never changed), a
+release whose processes cannot start (automatic rollback, the old version serving, data intact),
+a release with a contract step the running version still needs (refused, nothing changed), and a
+rollback by hand. Draining is checked on its own too: a process with a drain marker answers only
+Caddy's check with 503, and Caddy stops sending it requests without a configuration change.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from appliance import caddy
 from appliance.backup.verify import verify_archive
+from appliance.health import process_health, upstream_check, wait_for
 from appliance.layout import ApplianceState
+from appliance.node import DRAIN_DIR, drain, drain_marker, rejoin
 from appliance.preflight import check_venv_access, pid1_is_systemd
 from appliance.upgrade import (
     MAX_EVENT_BACKLOG,
@@ -42,7 +45,10 @@ from appliance.upgrade import (
 )
 from bench.upgrade import BACKUP_KEY, MIGRATION, Node, Traffic, build_release, bump
 from cli.main import app
+from profiles import PROFILES
 from sygmax import __version__
+from sygmax.app import DRAIN_DIR as APP_DRAIN_DIR
+from sygmax.app import UPSTREAM_CHECK_HEADER, draining
 from sygmax.db.migrations import Step, load_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,6 +255,65 @@ def test_clone_shares_files_and_never_writes_through_to_the_original(tmp_path):
     assert ran.stdout.strip() == "2"
 
 
+# --- draining: the process's side ---------------------------------------------------------------
+
+
+def test_a_drain_marker_counts_only_when_made_after_the_process_started(tmp_path):
+    marker = tmp_path / "drain" / "8000"
+    started = 1_700_000_000.0
+    assert not draining(marker, started)  # no marker: in rotation
+    marker.parent.mkdir()
+    marker.touch()
+    os.utime(marker, (started + 5, started + 5))
+    assert draining(marker, started)
+    # Left by a restart that was not seen through: meant for the process this one replaced.
+    os.utime(marker, (started - 5, started - 5))
+    assert not draining(marker, started)
+
+
+async def test_a_draining_process_answers_only_the_proxy_check_with_503(environ, tmp_path):
+    from litestar.testing import AsyncTestClient
+
+    from sygmax.app import create_app, load_configuration
+    from sygmax.config import load_settings
+
+    config = tmp_path / "etc" / "sygmax.toml"
+    config.parent.mkdir()
+    config.write_text("")
+    settings = load_settings(config, environ=environ)
+    _, plugins = load_configuration()
+    check = {UPSTREAM_CHECK_HEADER: "1"}
+    async with AsyncTestClient(app=create_app("api", settings=settings, plugins=plugins)) as client:
+        assert (await client.get("/healthz", headers=check)).status_code == 200
+        marker = config.parent / APP_DRAIN_DIR / "80"  # the test client's server port
+        marker.parent.mkdir()
+        marker.touch()
+        answer = await client.get("/healthz", headers=check)
+        assert answer.status_code == 503 and answer.json()["type"].endswith("draining")
+        # Everyone else (supervisors, `sygmax status`, clients through Caddy) still sees it alive.
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        (marker.parent / "81").touch()  # another process's marker
+        marker.unlink()
+        assert (await client.get("/healthz", headers=check)).status_code == 200
+
+
+def test_the_node_and_the_process_agree_on_the_drain_protocol(tmp_path):
+    assert DRAIN_DIR == APP_DRAIN_DIR
+    assert caddy.UPSTREAM_CHECK_HEADER.lower() == UPSTREAM_CHECK_HEADER
+    state = ApplianceState(prefix=str(tmp_path), base_port=47000)
+    assert drain_marker(state, 47000) == state.layout.config_file.parent / DRAIN_DIR / "47000"
+    check = caddy.desired_config(state)["apps"]["http"]["servers"]["sygmax"]["routes"][0]
+    proxies = [
+        handler
+        for route in check["handle"][0]["routes"]
+        for handler in route["handle"]
+        if handler["handler"] == "reverse_proxy"
+    ]
+    assert proxies and all(
+        proxy["health_checks"]["active"]["headers"] == {caddy.UPSTREAM_CHECK_HEADER: ["1"]} for proxy in proxies
+    )
+
+
 # --- a real node ------------------------------------------------------------------------------
 
 NEXT = bump(__version__)
@@ -294,15 +359,43 @@ def workspaces(node: Node) -> list[tuple]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="sygmax install provisions the host: run as root (CI does)")
 @pytest.mark.skipif(pid1_is_systemd(), reason="this test covers hosts without systemd")
 class TestOnANode:
+    def test_a_draining_process_leaves_caddys_rotation_without_a_reload(self, node):
+        state = ApplianceState.from_json(json.dumps(node.state()))
+        [(program, port), *_] = state.profile_processes(PROFILES["api"])
+        log = node.prefix / f"var/log/sygmax/{program}.log"
+        header = caddy.UPSTREAM_CHECK_HEADER
+
+        def served() -> int:  # requests the process handled for clients (not health checks)
+            return log.read_text(errors="replace").count('"route":"/api/v1/workspaces"')
+
+        token = node.token()
+        loads = node.caddy_loads()
+        with Traffic(node, token) as traffic:
+            assert drain(state, port) is True
+            assert upstream_check(port, header) == 503 and process_health(port).ok  # only Caddy's check
+            counted = served()
+            wait_for(lambda: traffic.ok >= 200, 120)  # the other api process serves all of it
+            assert served() == counted
+            drain_marker(state, port).unlink()
+            rejoin(state, port)
+            rejoined = traffic.ok
+            wait_for(lambda: traffic.ok >= rejoined + 200, 120)
+        assert traffic.ok >= rejoined + 200
+        assert served() > counted  # back in rotation
+        assert traffic.failures == [], traffic.failures[:10]
+        assert node.caddy_loads() == loads
+
     def test_upgrade_under_load_drops_no_request(self, node, releases):
         release = build_release(releases / "next", NEXT, MIGRATION)
         token = node.token()
         assert node.info(token)["version"] == __version__
         before = workspaces(node)
+        loads = node.caddy_loads()
         with Traffic(node, token) as traffic:
             done = node.sygmax("upgrade", "--to", str(release), "--yes")
         assert done.returncode == 0, done.stdout + done.stderr
         assert traffic.failures == [], traffic.failures[:10]
+        assert node.caddy_loads() == loads  # the restart rolled by draining, never by a reload
         assert traffic.ok > 100 and traffic.created
         assert f"upgraded {__version__} -> {NEXT}" in done.stdout
         # The automatic backup came first, from the release that served: every part checks out.
@@ -333,12 +426,14 @@ class TestOnANode:
         release = build_release(releases / "broken", BROKEN, BROKEN_MIGRATION, break_startup=True)
         token = node.token()
         before = workspaces(node)
+        loads = node.caddy_loads()
         with Traffic(node, token) as traffic:
             done = node.sygmax(
                 "upgrade", "--to", str(release), "--yes", "--health-timeout", "30", "--skip-backup"
             )
         assert done.returncode == 1, done.stdout + done.stderr
         assert traffic.failures == [], traffic.failures[:10]
+        assert node.caddy_loads() == loads
         assert (
             f"{BROKEN} failed its health check" in done.stderr
             and f"rolled back: {NEXT} serves" in done.stderr
@@ -383,10 +478,12 @@ class TestOnANode:
     def test_rollback_by_hand_drops_no_request(self, node):
         token = node.token()
         before = workspaces(node)
+        loads = node.caddy_loads()
         with Traffic(node, token) as traffic:
             done = node.sygmax("upgrade", "--rollback", "--yes")
         assert done.returncode == 0, done.stdout + done.stderr
         assert traffic.failures == [], traffic.failures[:10]
+        assert node.caddy_loads() == loads
         assert f"rolled back {NEXT} -> {__version__}" in done.stdout
         # The old release works on the expanded schema (the rule's whole point).
         assert node.info(token)["version"] == __version__
