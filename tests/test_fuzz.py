@@ -68,6 +68,9 @@ def fuzz_server(postgres, redis_server, tmp_path_factory):
 
 def operations(base: str):
     schema = schemathesis.openapi.from_url(base + "/api/schema/openapi.json")
+    # PostgreSQL text cannot hold NUL, and the kernel answers any NUL with a 400 problem (tested
+    # in tests/test_gateway.py); OpenAPI has no way to say "any string but NUL" on every field.
+    schema.config.generation.update(allow_x00=False)
     for result in schema.get_all_operations():
         yield result.ok()
 
