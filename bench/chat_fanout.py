@@ -769,7 +769,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "chat_fanout",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "nofile": hard},
         "method": {"server_processes": 2, "users": args.users or "one per client",
-                   "sygmax_asgi_server": args.asgi_server or "configured default (granian)", "client_processes": 2, "channels": args.channels,
+                   "sygmax_asgi_server": args.asgi_server or "configured default (auto: uvicorn for the realtime profile)", "client_processes": 2, "channels": args.channels,
                    "rate_msgs_per_s": args.rate, "duration_s": args.duration,
                    "every_client_subscribes_every_channel": True},
         "targets_p99_ms": {"1000": 25, "5000": 50},

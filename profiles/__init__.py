@@ -26,6 +26,7 @@ class Profile:
     port_offset: int = 0             # appliance: process N listens on base_port + port_offset + N - 1
     max_processes: int = MAX_PROCESSES_PER_PROFILE
     behind_proxy: str | None = None  # appliance: Caddy route kind ("http" or "websocket"), None: internal
+    asgi_server: str = "granian"     # the server under server.asgi_server = "auto"
 
     def port(self, base_port: int, number: int) -> int:
         """Loopback port of process ``number`` (1-based) of this profile on a node."""
@@ -38,13 +39,26 @@ class Profile:
         return f"sygmax-{self.name}-{number}"
 
 
+def asgi_server_for(profiles: list[Profile], configured: str) -> str:
+    """The ASGI server a process of ``profiles`` runs: the configured one, or under "auto" the
+    profiles' own choice when they agree (granian when they do not)."""
+    if configured != "auto":
+        return configured
+    chosen = {profile.asgi_server for profile in profiles}
+    return chosen.pop() if len(chosen) == 1 else "granian"
+
+
 PROFILES: dict[str, Profile] = {
     profile.name: profile
     for profile in (
         Profile("api", "HTTP API and web UI; stateless, N per node behind Caddy", http_routes=True,
                 default_processes=2, port_offset=0, behind_proxy="http"),
+        # uvicorn: its WebSocket send is a Python coroutine that finishes at once when the socket
+        # takes the frame, so the chats fan-out writes to idle sockets without a task per frame;
+        # granian's send is a native awaitable that always suspends (docs/architecture.md,
+        # "Measured: chat fan-out").
         Profile("realtime", "WebSocket connections; fan-out from Redis pub/sub", websocket_routes=True,
-                port_offset=20, behind_proxy="websocket"),
+                port_offset=20, behind_proxy="websocket", asgi_server="uvicorn"),
         Profile("worker", "Event-bus consumers: notifications, AI jobs, media, automation", consumers=True,
                 port_offset=40),
         Profile("scheduler", "Scheduled jobs (feed polling, digests, backups); one active leader",

@@ -37,7 +37,9 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=256)
-    asgi_server: Literal["granian", "uvicorn"] = "granian"
+    # "auto": each process profile's own choice (profiles/__init__.py: uvicorn for realtime,
+    # granian otherwise); "granian" or "uvicorn" applies to every profile.
+    asgi_server: Literal["auto", "granian", "uvicorn"] = "auto"
     max_request_body: int = Field(10 * 1024 * 1024, ge=1024, description="bytes; larger bodies get 413")
     public_url: str = "http://localhost:8000"
     trusted_proxies: list[str] = Field(

@@ -10,7 +10,7 @@ import tempfile
 import typer
 
 from cli.output import EXIT_CONFIG, fail, load_or_fail
-from profiles import UnknownProfile, parse_profiles
+from profiles import UnknownProfile, asgi_server_for, parse_profiles
 
 APP_FACTORY = "sygmax.app:app_from_environment"
 
@@ -39,7 +39,7 @@ def run(
     workers = workers or settings.server.workers
     os.environ["SYGMAX_PROFILES"] = ",".join(profile.name for profile in chosen)
     os.environ["_SYGMAX_SERVER_PID"] = str(os.getpid())  # workers exit with this process (sygmax.app)
-    if settings.server.asgi_server == "granian":
+    if asgi_server_for(chosen, settings.server.asgi_server) == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops
 
