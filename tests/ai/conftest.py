@@ -199,6 +199,16 @@ def app_for(stack: AiStack, profiles: str = "api", **overrides):
 
 @pytest.fixture
 async def api(ai_running):
+    """An in-process api (requests run one at a time: concurrency tests use ``api_server``)."""
+    from litestar.testing import AsyncTestClient
+
+    async with AsyncTestClient(app=app_for(ai_running, "api")) as client:
+        yield client
+
+
+@pytest.fixture
+async def api_worker(ai_running):
+    """The api plus the worker profile's event consumers, for tests that publish events."""
     from litestar.testing import AsyncTestClient
 
     async with AsyncTestClient(app=app_for(ai_running, "api,worker")) as client:

@@ -25,6 +25,11 @@ from tests.conftest import assert_problem
 
 
 @pytest.fixture
+def api(api_worker):
+    return api_worker  # these tests need the worker's event consumers
+
+
+@pytest.fixture
 async def bus(ai_running):
     client = Redis.from_url(ai_running.redis_url)
     yield EventBus(client, ai_running.settings().events)
