@@ -41,8 +41,9 @@ off, such as presence announcements, is done), then sends. Measured, per system 
 * ``rss_per_connection_kib``: the resident memory the server processes (with their worker
   children) gained between no client and all clients connected and settled, divided by N.
 
-``--profile`` runs Sygmax's realtime processes under cProfile (granian's embedded server, in
-process), for the sending window only, and adds the top functions by own time to the report.
+``--profile`` runs Sygmax's realtime processes under cProfile (their ASGI server in process:
+uvicorn, or granian's embedded one with ``--asgi-server granian``), for the sending window
+only, and adds the top functions by own time to the report.
 
 Prints one JSON object and writes it to bench/results/chat_fanout.json (``--no-write`` not).
 """
@@ -256,22 +257,31 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
 
 
 def profiled_realtime_main(port: int, output: str) -> None:
-    """One realtime process under cProfile (``--profile``): granian's embedded server, which runs
-    the app in this very process (``sygmax run`` has granian run it in worker processes a
-    profiler here would not see). Stats are written to ``output`` on SIGUSR1."""
+    """One realtime process under cProfile (``--profile``): the ASGI server the realtime profile
+    would get (uvicorn, or granian's embedded server with ``--asgi-server granian``) run in this
+    very process, since ``sygmax run`` may run the app in worker processes a profiler here would
+    not see. Stats are written to ``output`` on SIGUSR1."""
     import cProfile
 
     import uvloop
-    from granian.constants import Interfaces
-    from granian.server.embed import Server
 
     os.environ["SYGMAX_PROFILES"] = "realtime"
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sygmax-metrics-"))
     raise_nofile()
     from sygmax.app import create_app
 
-    server = Server(create_app("realtime"), address="127.0.0.1", port=port, interface=Interfaces.ASGI,
-                    websockets=True, log_access=False)
+    if os.environ.get("SYGMAX_SERVER_ASGI_SERVER") == "granian":
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+
+        server = Server(create_app("realtime"), address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+                        websockets=True, log_access=False)
+    else:
+        import uvicorn
+
+        server = uvicorn.Server(uvicorn.Config(create_app("realtime"), host="127.0.0.1", port=port,
+                                               http="httptools", access_log=False, lifespan="on",
+                                               log_level="warning"))
     profiler: list[cProfile.Profile] = []
 
     def start(*_: Any) -> None:
