@@ -27,7 +27,7 @@ from sygmax.auth.keys import (
     read_keys,
     verify_access_token,
 )
-from sygmax.auth.tokens import CurrentActor
+from sygmax.auth.tokens import CurrentActor, csrf_for
 from sygmax.config import SmtpSettings
 from sygmax.mail import MailError, send_mail
 from sygmax.plugins import Plugin, discover_plugins
@@ -196,6 +196,10 @@ def test_mint_and_verify_directly(auth_settings):
     expired = mint_access_token(settings, {"sub": "x", "sid": "y"}, now=time.time() - 900 - 60)
     with pytest.raises(InvalidAccessToken):
         verify_access_token(settings, expired)
+    # Two tokens of one session in the same second still differ, and so do their CSRF tokens.
+    now, claims = time.time(), {"sub": "x", "sid": "y"}
+    first, second = mint_access_token(settings, claims, now=now), mint_access_token(settings, claims, now=now)
+    assert first != second and csrf_for(first) != csrf_for(second)
 
 
 # --- personal API tokens ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -252,8 +253,10 @@ def mint_access_token(settings: AuthSettings, claims: dict[str, Any], now: float
     """Sign an access token carrying ``claims`` (``sub`` required) for ``auth.access_token_ttl_s``."""
     key = keyring(settings).signing_key()
     issued = int(now if now is not None else time.time())
+    # jti: two tokens minted in the same second for the same session must still differ, because
+    # the CSRF token is derived from the access token (sygmax.auth.tokens.csrf_for).
     payload = {**claims, "iss": settings.issuer, "iat": issued, "exp": issued + settings.access_token_ttl_s,
-               "typ": "access"}
+               "typ": "access", "jti": secrets.token_urlsafe(12)}
     return jwt.encode(payload, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
