@@ -67,7 +67,7 @@ async def test_access_token_shape(auth_client, auth_settings):
         settings = auth_settings().auth
         [key] = read_keys(Path(settings.keys_dir))
         assert header == {"alg": "EdDSA", "kid": key.kid, "typ": "JWT"}
-        assert set(claims) == {"sub", "sid", "email", "name", "adm", "iss", "iat", "exp", "typ"}
+        assert set(claims) == {"sub", "sid", "email", "name", "adm", "iss", "iat", "exp", "typ", "jti"}
         assert claims["iss"] == "sygmax" and claims["typ"] == "access" and claims["adm"] is True
         assert claims["exp"] - claims["iat"] == settings.access_token_ttl_s
         assert stat.S_IMODE(key.path.stat().st_mode) == 0o600
