@@ -8,14 +8,16 @@ secrets never reach the client; the full traceback goes to the log.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 import msgspec
 import structlog
+from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://sygmax.dev/problems/"
@@ -135,6 +137,21 @@ def _http_handler(request: Request, exc: HTTPException) -> Response:
         detail = HTTPStatus(status).phrase
     return problem_response(status, _SLUGS.get(status, f"http-{status}"), str(detail), request,
                             headers=exc.headers)
+
+
+class ProblemOut(msgspec.Struct):
+    """The documented shape of a problem response, for the OpenAPI ``responses`` of a route."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problem_responses(descriptions: Mapping[int, str], *codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for the problem statuses ``codes`` a route may answer, described by
+    the module's own ``descriptions``; a module binds its descriptions once with functools.partial."""
+    return {code: ResponseSpec(data_container=ProblemOut, description=descriptions[code]) for code in codes}
 
 
 def _text_encoding_handler(request: Request, exc: Exception) -> Response:

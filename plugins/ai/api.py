@@ -25,7 +25,7 @@ from plugins.ai import access, actions, registry
 from plugins.ai.protocol import AiError
 from plugins.ai.tasks import LANGUAGE_PATTERN
 from sygmax.auth.tokens import CurrentActor
-from sygmax.errors import Problem
+from sygmax.errors import Problem, problem_responses
 from sygmax.kernel import KernelDep
 
 SECURITY = [{"bearer": []}]
@@ -38,12 +38,6 @@ ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=reg
 MaxTokens = Annotated[int, msgspec.Meta(ge=16, le=4096)]
 Language = Annotated[str, msgspec.Meta(min_length=2, max_length=40, pattern=LANGUAGE_PATTERN)]
 
-
-class ProblemOut(msgspec.Struct):
-    type: str
-    title: str
-    status: int
-    detail: str
 
 
 class JobAccepted(msgspec.Struct):
@@ -201,8 +195,7 @@ def _responses(*codes: int, accepted: bool = False) -> dict[int, ResponseSpec]:
     text = {403: "This API token is not scoped for ai.use", 404: "No model of that name is registered",
             503: "The AI profile is not running, or the model is not loaded (see Retry-After)",
             502: "The model's answer could not be used", 504: "The AI did not answer in time"}
-    found: dict[int, ResponseSpec] = {code: ResponseSpec(data_container=ProblemOut, description=text[code])
-                                      for code in codes}
+    found = problem_responses(text, *codes)
     if accepted:
         found[202] = ResponseSpec(data_container=JobAccepted, description="Accepted as a job: poll its url")
     return found

@@ -38,7 +38,7 @@ from plugins.chats.views import (
 from sygmax.auth import workspaces
 from sygmax.auth.audit import source_of
 from sygmax.auth.tokens import CurrentActor
-from sygmax.errors import Problem
+from sygmax.errors import Problem, problem_responses
 from sygmax.kernel import KernelDep
 from sygmax.storage.base import ObjectNotFound
 
@@ -79,18 +79,12 @@ Cursor = Annotated[int | None, QueryParameter(description="a sequence number")]
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
-class ProblemOut(msgspec.Struct):
-    type: str
-    title: str
-    status: int
-    detail: str
-
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
     text = {403: "Not allowed", 404: "No such object, or not visible to you",
             409: "Conflicts with the current state", 413: "Too large (message or attachment)",
             422: "Well-formed but out of range", 429: "Too many messages; see Retry-After"}
-    return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
+    return problem_responses(text, *codes)
 
 
 class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -11,14 +11,13 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from sygmax.auth.audit import source_of
-from sygmax.auth.tokens import CurrentActor
-from sygmax.errors import Problem
-from sygmax.kernel import KernelDep
-
 from plugins.feeds import actions, opml
 from plugins.feeds.actions import ItemFilter
 from plugins.feeds.settings import feeds_settings
+from sygmax.auth.audit import source_of
+from sygmax.auth.tokens import CurrentActor
+from sygmax.errors import Problem, problem_responses
+from sygmax.kernel import KernelDep
 
 SECURITY = [{"bearer": []}]
 TAGS = ["feeds"]
@@ -34,17 +33,11 @@ RuleAction = Annotated[str, msgspec.Meta(pattern=r"^(mark_read|star|tag:" + acti
                                          description="mark_read, star, or tag:<name>")]
 
 
-class ProblemOut(msgspec.Struct):
-    type: str
-    title: str
-    status: int
-    detail: str
-
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
     text = {400: "Malformed or invalid input", 403: "Not allowed", 404: "No such subscription, folder or workspace", 409: "Conflicts with the current state", 413: "Too large",
             422: "The URL could not be fetched or is not a feed"}
-    return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
+    return problem_responses(text, *codes)
 
 
 # ---------------------------------------------------------------------------------------------

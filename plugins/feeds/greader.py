@@ -34,15 +34,14 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, FromPath, FromQuery, QueryParameter
 
-from sygmax.auth import lockout
-from sygmax.auth.audit import source_of
-from sygmax.auth.tokens import Actor, authenticate
-from sygmax.errors import Problem
-from sygmax.kernel import KernelDep
-
 from plugins.feeds import access, actions
 from plugins.feeds.actions import ItemFilter
 from plugins.feeds.settings import feeds_settings
+from sygmax.auth import lockout
+from sygmax.auth.audit import source_of
+from sygmax.auth.tokens import Actor, authenticate
+from sygmax.errors import Problem, problem_responses
+from sygmax.kernel import KernelDep
 
 BASE = "/greader"
 API = BASE + "/reader/api/0"
@@ -62,18 +61,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MAX_UNIX = 253402300799  # 9999-12-31
 
 
-class ProblemOut(msgspec.Struct):
-    type: str
-    title: str
-    status: int
-    detail: str
-
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
     text = {401: "Wrong e-mail address or password", 403: "Not allowed", 404: "No such stream, feed or folder",
             409: "Conflicts with the current state",
             429: "Too many failed logins"}
-    return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
+    return problem_responses(text, *codes)
 
 
 Many = str | list[str] | None

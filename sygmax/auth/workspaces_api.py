@@ -19,6 +19,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sygmax.auth import acl, audit_query, invites, policy, workspaces
 from sygmax.auth.audit import source_of
 from sygmax.auth.tokens import CurrentActor
+from sygmax.errors import problem_responses
 from sygmax.kernel import KernelDep
 
 # What the schema can say, it says (so clients and the fuzzer see the real contract); what
@@ -40,16 +41,10 @@ Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=invite
 SECURITY = [{"bearer": []}]
 
 
-class ProblemOut(msgspec.Struct):
-    type: str
-    title: str
-    status: int
-    detail: str
-
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
     text = {403: "Not allowed", 409: "Conflicts with the current state", 503: "The mail relay is unavailable"}
-    return {code: ResponseSpec(data_container=ProblemOut, description=text[code]) for code in codes}
+    return problem_responses(text, *codes)
 
 
 # ---------------------------------------------------------------------------------------------
