@@ -22,6 +22,7 @@ from sygmax.config import Settings
 from sygmax.db import Database
 from sygmax.events.bus import EventBus
 from sygmax.events.fanout import Fanout
+from sygmax.notification_prefs import declare_notification_categories
 from sygmax.plugins import Plugin
 from sygmax.storage.base import ObjectStore, open_store
 
@@ -49,6 +50,7 @@ class Kernel:
         self.settings = settings
         self.plugins = plugins
         declare_permissions(plugins.values())  # what the built-in roles hold (sygmax/auth/policy.py)
+        declare_notification_categories(plugins.values())  # defaults for sygmax/notification_prefs.py
         self.db = db
         self.redis = redis
         self.bus = bus

@@ -83,6 +83,27 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class NotificationCategory:
+    """A kind of notification a plugin sends, e.g. ``NotificationCategory("chats.mention", "Mentions")``.
+
+    Users choose per category which channels (``in_app``, ``email``) deliver it
+    (sygmax/notification_prefs.py); ``default_channels`` applies until they do.
+    """
+
+    code: str
+    description: str
+    default_channels: tuple[str, ...] = ("in_app",)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.default_channels) - {"in_app", "email"}
+        if unknown:
+            raise PluginError(f"notification category {self.code}: default_channels may name only in_app and "
+                              f"email, not {sorted(unknown)}")
+        if not re.match(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.-]{0,62}$", self.code):
+            raise PluginError(f"notification category {self.code!r} must look like <plugin>.<name>")
+
+
+@dataclass(frozen=True)
 class UIPage:
     """A page the web UI shell lists in its sidebar."""
 
@@ -109,6 +130,7 @@ class Plugin:
     permissions: Sequence[Permission] = ()
     settings: type["Section"] | None = None
     ui_pages: Sequence[UIPage] = ()
+    notification_categories: Sequence[NotificationCategory] = ()
     on_startup: Sequence[Callable[["Kernel"], Awaitable[None]]] = field(default_factory=tuple)
     on_shutdown: Sequence[Callable[["Kernel"], Awaitable[None]]] = field(default_factory=tuple)
 
@@ -118,6 +140,10 @@ class Plugin:
         for permission in self.permissions:
             if not permission.code.startswith(self.name + "."):
                 raise PluginError(f"plugin {self.name}: permission {permission.code!r} must start with '{self.name}.'")
+        for category in self.notification_categories:
+            if not category.code.startswith(self.name + "."):
+                raise PluginError(f"plugin {self.name}: notification category {category.code!r} must start with "
+                                  f"'{self.name}.'")
         for version in self.versioned_handlers:
             if not re.match(r"^v([2-9]|[1-9][0-9]+)$", version):
                 raise PluginError(f"plugin {self.name}: versioned_handlers key {version!r} must be v2, v3, ...")

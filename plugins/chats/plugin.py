@@ -11,7 +11,7 @@ from plugins.chats.realtime import HANDLERS as WEBSOCKET_HANDLERS
 from plugins.chats.realtime import stop_hub
 from plugins.chats.runtime import runtime
 from plugins.chats.workers import CONSUMERS
-from sygmax.plugins import Permission, Plugin, UIPage
+from sygmax.plugins import NotificationCategory, Permission, Plugin, UIPage
 
 
 async def _check_language(kernel) -> None:
@@ -44,6 +44,10 @@ plugin = Plugin(
     ],
     settings=ChatsSettings,
     ui_pages=[UIPage("/chats", "Chats", icon="message-circle")],
+    notification_categories=[
+        NotificationCategory("chats.mention", "Someone mentions you in a channel", ("in_app", "email")),
+        NotificationCategory("chats.direct", "A direct or group message to you", ("in_app", "email")),
+    ],
     on_startup=[_check_language],
     on_shutdown=[stop_hub],
 )

@@ -4,7 +4,7 @@ search, OPML, digests, and the Google Reader API for existing clients."""
 from pathlib import Path
 
 from sygmax.events.contracts import AiAnnotationReady
-from sygmax.plugins import ConsumerSpec, Permission, Plugin, Schedule, UIPage
+from sygmax.plugins import ConsumerSpec, NotificationCategory, Permission, Plugin, Schedule, UIPage
 
 from plugins.feeds.api import HANDLERS
 from plugins.feeds.digest import send_due_digests
@@ -36,4 +36,5 @@ plugin = Plugin(
     ],
     settings=FeedsSettings,
     ui_pages=[UIPage("/feeds", "Feeds", icon="rss")],
+    notification_categories=[NotificationCategory("feeds.digest", "The periodic digest of new feed items", ("email",))],
 )

@@ -10,6 +10,7 @@ Routes (all under ``/api/v1``; documented in docs/api.md):
 * ``GET /auth/lockouts``, ``DELETE /auth/lockouts/{key}`` (instance admins)
 * ``PATCH/DELETE /users/me``, ``POST /users/me/password``, ``GET /users/me/export``,
   ``GET /users/me/sessions``, ``DELETE /users/me/sessions/{id}``
+* ``GET/PUT /users/me/notifications`` (notification preferences, sygmax/notification_prefs.py)
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Annotated, Any
 
 import msgspec
 import structlog
-from litestar import Request, delete, get, patch, post
+from litestar import Request, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, JSONBody, KwargDefinition
 from litestar.response import Response
 from msgspec import Meta
 
+from sygmax import notification_prefs
 from sygmax.auth import accounts, api_tokens, links, lockout, passwords
 from sygmax.auth.audit import source_of
 from sygmax.auth.cookies import cleared_cookies, session_cookies
@@ -126,6 +129,42 @@ class PasswordChangeIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class EraseIn(msgspec.Struct, forbid_unknown_fields=True):
     password: AnyPassword
+
+
+class ChannelsIn(msgspec.Struct, forbid_unknown_fields=True):
+    in_app: bool
+    email: bool
+
+
+_CATEGORY_PATTERN = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.-]{0,62}$"
+CategoryCode = Annotated[str, Meta(min_length=3, max_length=96, pattern=_CATEGORY_PATTERN)]
+# Litestar's schema leaves out dict key constraints and forbid_unknown_fields; the fuzz test
+# (tests/test_fuzz.py) sends whatever the schema allows, so the document states what msgspec enforces.
+_CATEGORIES_SCHEMA = {
+    "property_names": Schema(type=OpenAPIType.STRING, min_length=3, max_length=96, pattern=_CATEGORY_PATTERN),
+    "max_properties": 200,
+    "additional_properties": Schema(
+        type=OpenAPIType.OBJECT, required=["in_app", "email"], additional_properties=False,
+        properties={"in_app": Schema(type=OpenAPIType.BOOLEAN), "email": Schema(type=OpenAPIType.BOOLEAN)}),
+}
+
+
+class NotificationPrefsIn(msgspec.Struct, forbid_unknown_fields=True):
+    categories: Annotated[dict[CategoryCode, ChannelsIn], Meta(max_length=200),
+                          KwargDefinition(schema_extra=_CATEGORIES_SCHEMA)]
+
+
+class CategoryPrefOut(msgspec.Struct):
+    code: str
+    description: str
+    in_app: bool
+    email: bool
+    default_in_app: bool
+    default_email: bool
+
+
+class NotificationPrefsOut(msgspec.Struct):
+    categories: list[CategoryPrefOut]
 
 
 class ApiTokenIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -365,6 +404,36 @@ async def end_session(session_id: FromPath[uuid.UUID], actor: CurrentActor, kern
     await do_end_session(kernel, session_id, actor.user_id, "ended-by-user", source_of(request))
 
 
+# --- notification preferences ------------------------------------------------------------------
+
+def _prefs_out(categories, effective: dict[str, dict[str, bool]]) -> NotificationPrefsOut:
+    return NotificationPrefsOut([
+        CategoryPrefOut(code, category.description, effective[code]["in_app"], effective[code]["email"],
+                        "in_app" in category.default_channels, "email" in category.default_channels)
+        for code, category in categories.items()])
+
+
+@get("/api/v1/users/me/notifications", responses=_errors(403), tags=["users"], security=_BEARER,
+     summary="Your notification preferences: every category with its channels, defaults filled in")
+async def get_notifications(actor: CurrentActor, kernel: KernelDep) -> NotificationPrefsOut:
+    categories = notification_prefs.categories_of(kernel.plugins.values())
+    async with kernel.db.pool.acquire() as connection:
+        effective = await notification_prefs.effective_preferences(connection, actor.user_id, categories)
+    return _prefs_out(categories, effective)
+
+
+@put("/api/v1/users/me/notifications", responses=_errors(403, 404), tags=["users"], security=_BEARER,
+     summary="Choose channels (in_app, email) per notification category; categories not named stay as they are")
+async def put_notifications(data: JSONBody[NotificationPrefsIn], actor: CurrentActor, kernel: KernelDep,
+                            request: Request[Any, Any, Any]) -> NotificationPrefsOut:
+    accounts.require_full_access(actor)
+    categories = notification_prefs.categories_of(kernel.plugins.values())
+    changes = {code: {"in_app": channels.in_app, "email": channels.email} for code, channels in data.categories.items()}
+    effective = await notification_prefs.do_update(kernel.db.pool, actor.user_id, categories, changes,
+                                                   source_of(request))
+    return _prefs_out(categories, effective)
+
+
 # --- personal API tokens -----------------------------------------------------------------------
 
 @get("/api/v1/auth/tokens", responses=_errors(403),
@@ -425,4 +494,4 @@ async def clear_lockout(key: FromPath[str], actor: CurrentActor, kernel: KernelD
 def account_handlers() -> list:
     return [register, verify_email, resend_verification, forgot_password, reset_password, login, refresh,
             cookie_login, cookie_refresh, logout, update_me, change_password, export_me, erase_me, list_sessions,
-            end_session, list_api_tokens, create_api_token, revoke_api_token, list_lockouts, clear_lockout]
+            end_session, get_notifications, put_notifications, list_api_tokens, create_api_token, revoke_api_token, list_lockouts, clear_lockout]

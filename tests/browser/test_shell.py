@@ -469,3 +469,27 @@ async def test_an_expired_access_cookie_is_refreshed(server, new_context):
     await profile.get_by_label("Display name").fill("Kim Refreshed")
     await profile.get_by_role("button", name="Save profile").click()
     await expect(page.locator(".account-name")).to_have_text("Kim Refreshed")
+
+
+async def test_settings_notification_preferences(server, new_context, db):
+    context = await new_context(server)
+    await sign_up_api(context, "nia@example.org", "Nia")
+    page = await context.new_page()
+    problems = page_problems(page)
+    await page.goto("/settings")
+    section = page.locator("form", has=page.get_by_role("heading", name="Notifications"))
+    mention_email = section.get_by_role("checkbox", name="Someone mentions you in a channel: e-mail")
+    await expect(mention_email).to_be_checked()  # the chats plugin's default
+    await mention_email.uncheck()
+    await section.get_by_role("button", name="Save notifications").click()
+    await expect(page.get_by_role("status").filter(has_text="Notification preferences saved")).to_be_visible()
+
+    await page.reload()
+    section = page.locator("form", has=page.get_by_role("heading", name="Notifications"))
+    await expect(section.get_by_role("checkbox", name="Someone mentions you in a channel: e-mail")).not_to_be_checked()
+    await expect(section.get_by_role("checkbox", name="Someone mentions you in a channel: in app")).to_be_checked()
+    stored = await db.fetchrow(
+        "SELECT p.in_app, p.email FROM sygmax_notification_pref p JOIN sygmax_user u ON u.id = p.user_id "
+        "WHERE u.email = 'nia@example.org' AND p.category = 'chats.mention'")
+    assert (stored["in_app"], stored["email"]) == (True, False)
+    assert problems == []

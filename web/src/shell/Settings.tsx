@@ -1,6 +1,5 @@
-// User settings: profile, password, personal API tokens. (There is no notification
-// preferences API yet; its section comes with the notifications module.)
-import { useState } from "preact/hooks";
+// User settings: profile, password, notification preferences, personal API tokens.
+import { useEffect, useState } from "preact/hooks";
 import { api } from "../lib/api";
 import { useSession } from "../lib/session";
 import { Button, Dialog, FormError, Input, List, fieldError, useApi, useToast } from "../lib/ui";
@@ -14,12 +13,24 @@ interface ApiToken {
   last_used_at: string | null;
 }
 
+interface NotificationCategory {
+  code: string;
+  description: string;
+  in_app: boolean;
+  email: boolean;
+  default_in_app: boolean;
+  default_email: boolean;
+}
+
+type Channel = "in_app" | "email";
+
 export function Settings() {
   return (
     <section aria-labelledby="settings-title" class="settings">
       <h1 id="settings-title">Your settings</h1>
       <Profile />
       <Password />
+      <Notifications />
       <Tokens />
     </section>
   );
@@ -85,6 +96,76 @@ function Password() {
       <Input label="New password" name="new_password" type="password" autoComplete="new-password" value={next}
         onInput={setNext} required error={fieldError(error, "new_password")} hint="At least 10 characters" />
       <Button type="submit" variant="primary" busy={busy}>Change password</Button>
+    </form>
+  );
+}
+
+function Notifications() {
+  const [loaded, loadError] = useApi(
+    () => api<{ categories: NotificationCategory[] }>("/api/v1/users/me/notifications"), []);
+  // The user's edits, kept apart from what was loaded so a failed save leaves them on screen to retry.
+  const [rows, setRows] = useState<NotificationCategory[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const toast = useToast();
+  useEffect(() => {
+    if (loaded) setRows(loaded.categories);
+  }, [loaded]);
+
+  function toggle(code: string, channel: Channel, on: boolean) {
+    setRows((current) => current.map((row) => (row.code === code ? { ...row, [channel]: on } : row)));
+  }
+
+  async function save(event: Event) {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const categories: Record<string, { in_app: boolean; email: boolean }> = {};
+      for (const row of rows) categories[row.code] = { in_app: row.in_app, email: row.email };
+      const saved = await api<{ categories: NotificationCategory[] }>("/api/v1/users/me/notifications",
+        { method: "PUT", body: { categories } });
+      setRows(saved.categories);
+      toast("Notification preferences saved");
+    } catch (reason) {
+      setError(reason);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <form class="panel notifications" aria-labelledby="notifications-title" noValidate onSubmit={save}>
+      <h2 id="notifications-title">Notifications</h2>
+      <p class="ui-hint">Choose how each kind of notification reaches you.</p>
+      <FormError error={loadError} />
+      <FormError error={error} />
+      {loaded && rows.length === 0 && <p>No module sends notifications yet.</p>}
+      {rows.length > 0 && (
+        <div class="table-wrap">
+          <table>
+            <caption class="visually-hidden">Notification channels per category</caption>
+            <thead>
+              <tr><th scope="col">Notification</th><th scope="col">In app</th><th scope="col">E-mail</th></tr>
+            </thead>
+            <tbody>
+              {rows.map((row) => (
+                <tr key={row.code} data-category={row.code}>
+                  <th scope="row">{row.description}</th>
+                  {(["in_app", "email"] as Channel[]).map((channel) => (
+                    <td key={channel}>
+                      <input type="checkbox" name={`${row.code}.${channel}`} checked={row[channel]}
+                        aria-label={`${row.description}: ${channel === "in_app" ? "in app" : "e-mail"}`}
+                        onChange={(event) => toggle(row.code, channel, (event.target as HTMLInputElement).checked)} />
+                    </td>
+                  ))}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <Button type="submit" variant="primary" busy={busy} disabled={rows.length === 0}>Save notifications</Button>
     </form>
   );
 }
