@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,34 +33,44 @@ class ArchiveEntry:
     location: str  # what `sygmax backup verify` / `restore` accept for it
 
 
-class Sink:
+class Sink(ABC):
     """An archive being written: ``write`` bytes, then ``commit`` or ``abort``."""
 
+    @abstractmethod
     def write(self, data: bytes) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def commit(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        ...
 
 
-class Location:
+class Location(ABC):
+    """Where archives live: a directory on this host, or an s3:// bucket and prefix."""
+
+    @abstractmethod
     def open_sink(self, name: str) -> Sink:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def open(self, name: str) -> BinaryIO:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def entries(self) -> list[ArchiveEntry]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def delete(self, name: str) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def describe(self, name: str) -> str:
-        raise NotImplementedError
+        ...
 
 
 class _FileSink(Sink):
