@@ -42,7 +42,9 @@ async def test_a_concurrent_burst_spends_the_bucket_exactly(redis, per_minute, b
     lease = lease_size(per_minute)
     # The bucket starts full and refills during the burst; nothing granted is lost or exceeded.
     assert per_minute <= allowed <= per_minute + refilled + lease
-    assert calls[0] <= allowed // lease + 3  # one refill per lease, refusals answered locally
+    # One Redis call per lease, refusals answered locally; tokens that trickle back during a slow
+    # burst come in partial leases, at worst one call each.
+    assert calls[0] <= allowed // lease + refilled + 3
     refused = [retry for ok, retry, _ in results if not ok]
     assert refused and all(0 < retry <= 60 / per_minute + 0.01 for retry in refused)
 
