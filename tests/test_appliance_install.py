@@ -261,7 +261,13 @@ class Traffic:
 
     def _run(self) -> None:
         deadline = time.monotonic() + 300  # bounded whatever happens
-        with httpx.Client(verify=self.node.ca, timeout=15) as client:
+        # A new connection per request: `sygmax scale` changes Caddy's upstream list, and any Caddy
+        # config load closes idle keep-alive client connections (clients retry those, RFC 9112
+        # 9.3.1; docs/operator-guide.md "Scaling"). What this measures is whether a request that
+        # reached Caddy is ever dropped. Upgrades load no config; tests/test_upgrade.py keeps
+        # connections alive and never retries.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(verify=self.node.ca, timeout=15, limits=limits) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
                     response = client.get(self.node.url("/healthz"))
