@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,26 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.http_baseline import run_wrk  # noqa: E402
+from tests.servers import free_block, free_port  # noqa: E402
 
 SYGMAX = str(Path(sys.executable).parent / "sygmax")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_block(size: int) -> int:
-    for base in range(23000, 60000, 89):
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free block of ports")
 
 
 def sygmax(prefix: Path, *args: str) -> tuple[float, str]:

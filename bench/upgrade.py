@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -40,6 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the checkout's packages
+
+from tests.servers import free_block, free_port  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SYGMAX = str(BIN / "sygmax")
 PASSWORD = "correct horse battery staple 42"
@@ -52,23 +55,6 @@ BACKUP_KEY = "upgrade-harness-backup-key-0123456789"
 NODE_CONFIG = f'[rate_limit]\nenabled = false\n\n[backup]\nkey = "{BACKUP_KEY}"\n'
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_block(size: int) -> int:
-    """A base port with ``size`` free loopback ports after it."""
-    for base in range(31000, 60000, 101):
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free block of ports")
 
 
 def bump(version: str, minor: int = 1) -> str:
@@ -328,7 +314,6 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=15.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from bench.report import emit
     from sygmax import __version__
 

@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from appliance.preflight import check_venv_access, pid1_is_systemd
+from tests.servers import free_block, free_port
 
 BIN = Path(sys.executable).parent
 SYGMAX = str(BIN / "sygmax")
@@ -37,28 +38,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sygmax install provisions the host: run as root (CI does)"),
     pytest.mark.skipif(pid1_is_systemd(), reason="this test covers hosts without systemd"),
 ]
-
-
-def free_block(size: int) -> int:
-    """A base port with ``size`` free ports after it (the node's loopback block)."""
-    for base in range(21000, 60000, 97):
-        ok = True
-        for port in range(base, base + size):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free block of ports")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
